@@ -1,0 +1,114 @@
+/**
+ * The embedded local cloud: the buckets, S3 notifications, state machine and API of the CDK app, run on one
+ * machine against real local parts (s3rver over HTTP, aws-local-stepfunctions, the real handlers, an HTTP API).
+ * Everything it wires comes from the synthesized template (infra/local/template.ts).
+ */
+import { join } from 'node:path';
+import { rm } from 'node:fs/promises';
+import { synthesizeLocal, type LocalApp } from './template.ts';
+import { startLocalS3, type LocalS3 } from './s3.ts';
+import { EventDispatcher, type EventHandler, type Notification } from './dispatcher.ts';
+import { runExecution, type ExecutionOptions, type ExecutionResult, type TaskHandler } from './stepfunctions.ts';
+import { startLocalApi, type ApiHandler, type LocalApi } from './api.ts';
+
+export interface LocalCloudOptions {
+  /** Where the local S3 keeps its data. @default ".myeloscope" in the working directory */
+  stateDir?: string;
+  /** Start from empty buckets. @default false (objects persist across runs) */
+  fresh?: boolean;
+  /** @default 4569, or any free port when taken; 0 for any free port */
+  s3Port?: number;
+  /** @default 8787, or any free port when taken; 0 for any free port */
+  apiPort?: number;
+  /** Concurrent S3-triggered invocations. @default 2 (the cores of the reference machine) */
+  concurrency?: number;
+  /** Receives each delivered S3 event's handler result. */
+  onDelivered?: (fn: string, key: string, result: unknown) => void;
+}
+
+export interface LocalCloud {
+  app: LocalApp;
+  s3: LocalS3;
+  api: LocalApi;
+  buckets: { raw: string; work: string; models: string };
+  dispatcher: EventDispatcher;
+  /** Resolves when every S3-triggered invocation so far has finished (including the ones they caused). */
+  idle(): Promise<void>;
+  runTraining(input: unknown, opts: ExecutionOptions): Promise<ExecutionResult>;
+  close(): Promise<void>;
+}
+
+const FUNCTIONS_DIR = new URL('../../functions/', import.meta.url);
+
+export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<LocalCloud> {
+  const stateDir = opts.stateDir ?? join(process.cwd(), '.myeloscope');
+  const s3Dir = join(stateDir, 's3');
+  if (opts.fresh) await rm(s3Dir, { recursive: true, force: true });
+  const app = await synthesizeLocal();
+  const buckets = { raw: 'myeloscope-raw', work: 'myeloscope-work', models: 'myeloscope-models' };
+  const s3 = await startLocalS3({ directory: s3Dir, buckets: Object.values(buckets), port: opts.s3Port ?? 4569 });
+
+  // The handlers read their configuration at module load, as on Lambda: set it before importing them.
+  Object.assign(process.env, {
+    AWS_ENDPOINT_URL: s3.endpoint,
+    AWS_REGION: process.env.AWS_REGION ?? 'us-east-1',
+    // s3rver checks signatures against these fixed credentials.
+    AWS_ACCESS_KEY_ID: 'S3RVER',
+    AWS_SECRET_ACCESS_KEY: 'S3RVER',
+    S3_FORCE_PATH_STYLE: 'true',
+    RAW_BUCKET: buckets.raw,
+    WORK_BUCKET: buckets.work,
+    MODELS_BUCKET: buckets.models,
+  });
+  delete process.env.AWS_SESSION_TOKEN;
+  delete process.env.AWS_PROFILE;
+
+  const handlers: Record<string, (event: never) => Promise<unknown>> = {};
+  for (const name of Object.keys(app.functions)) {
+    const mod = (await import(new URL(`${name}/index.ts`, FUNCTIONS_DIR).href)) as { handler?: (event: never) => Promise<unknown> };
+    if (typeof mod.handler !== 'function') throw new Error(`functions/${name}/index.ts exports no handler`);
+    handlers[name] = mod.handler;
+  }
+
+  const notifications: Notification[] = app.notifications.map((n) => ({
+    bucketName: buckets[n.bucket],
+    events: n.events,
+    ...(n.prefix ? { prefix: n.prefix } : {}),
+    ...(n.suffix ? { suffix: n.suffix } : {}),
+    function: n.function,
+  }));
+  const dispatcher = new EventDispatcher(notifications, handlers as Record<string, EventHandler>, {
+    concurrency: opts.concurrency ?? 2,
+    ...(opts.onDelivered ? { onDelivered: opts.onDelivered } : {}),
+  });
+  s3.onEvent((event) => dispatcher.accept(event));
+
+  const api = await startLocalApi({
+    routes: app.api.routes,
+    handlers: handlers as Record<string, ApiHandler>,
+    binaryMediaTypes: app.api.binaryMediaTypes,
+    port: opts.apiPort ?? 8787,
+  });
+
+  return {
+    app,
+    s3,
+    api,
+    buckets,
+    dispatcher,
+    // A handler's writes trigger further events a moment later: idle twice in a row means settled.
+    async idle() {
+      for (;;) {
+        await dispatcher.idle();
+        await new Promise((r) => setTimeout(r, 50));
+        if (dispatcher.isIdle()) return;
+      }
+    },
+    runTraining: (input, execOpts) =>
+      runExecution(app.stateMachine.definition, app.stateMachine.taskFunctions, handlers as Record<string, TaskHandler>, input, execOpts),
+    async close() {
+      await api.close();
+      await s3.close();
+    },
+  };
+}

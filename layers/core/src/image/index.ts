@@ -1,0 +1,33 @@
+export {
+  DEFAULT_MAX_PIXELS,
+  MIN_SIDE,
+  decodeImage,
+  openImage,
+  rawRgb,
+  runPipeline,
+  sniffFormat,
+  type DecodeOptions,
+  type ImageFormat,
+  type OpenedImage,
+  type SourceInfo,
+} from './decode.ts';
+export {
+  DEFAULT_CLAHE,
+  DEFAULT_MAX_SIZE,
+  MASK_THRESHOLD,
+  applyClahe,
+  claheGray,
+  claheMaxSlopeFor,
+  claheWindowFor,
+  decodeMask,
+  fitInside,
+  labToRgb,
+  preprocessImage,
+  preprocessMask,
+  rgbToLab,
+  type ClaheOptions,
+  type MaskOptions,
+  type PreprocessOptions,
+  type PreprocessResult,
+} from './preprocess.ts';
+export { encodePng, grayFromPng, resizeRgb, rgbFromPng } from './encode.ts';

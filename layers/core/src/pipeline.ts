@@ -1,0 +1,73 @@
+/**
+ * The per-image cell pipeline shared by the segment Lambda and the inference API: segment nucleated cells,
+ * label them from a plasma-cell mask when one is given, and render the outputs (ROI mask, ROI image, overlay,
+ * fixed-size crops).
+ */
+import type { Cell, GrayImage, RgbImage } from './types.ts';
+import { InvalidInputError } from './errors.ts';
+import { encodePng } from './image/index.ts';
+import { segmentCells, labelCells, roiImage, overlayPng, cellCrops } from './segment/index.ts';
+
+export interface CellCrop {
+  id: number;
+  image: RgbImage;
+  png: Buffer;
+}
+
+export interface CellAnalysis {
+  width: number;
+  height: number;
+  cells: Cell[];
+  roiMaskPng: Buffer;
+  roiImagePng: Buffer;
+  overlayPng: Buffer;
+  crops: CellCrop[];
+}
+
+/** What segment writes as cells.json for each processed image. */
+export interface CellsRecord {
+  dataset: string;
+  label: string;
+  name: string;
+  imageKey: string;
+  imageEtag: string;
+  maskKey: string | null;
+  maskEtag: string | null;
+  sourceKey: string | null;
+  width: number;
+  height: number;
+  cropSize: number;
+  cells: (Cell & { crop: string })[];
+  outputs: { roiMask: string; roiImage: string; overlay: string };
+}
+
+export async function analyseCells(
+  image: RgbImage,
+  mask: GrayImage | undefined,
+  opts: { cropSize: number; encodeCrops?: boolean },
+): Promise<CellAnalysis> {
+  if (mask && (mask.width !== image.width || mask.height !== image.height)) {
+    throw new InvalidInputError(
+      `mask is ${mask.width}x${mask.height} but its image is ${image.width}x${image.height}: they must have the same size`,
+    );
+  }
+  const seg = await segmentCells(image);
+  const cells = mask ? labelCells(seg, mask) : seg.cells;
+  const crops = await cellCrops(image, seg, opts.cropSize);
+  const encode = opts.encodeCrops ?? true;
+  const [roiMaskPng, roiImagePng, overlay, cropPngs] = await Promise.all([
+    encodePng(seg.roiMask),
+    encodePng(roiImage(image, seg)),
+    overlayPng(image, seg, cells),
+    encode ? Promise.all(crops.map((c) => encodePng(c.image))) : Promise.resolve(crops.map(() => Buffer.alloc(0))),
+  ]);
+  return {
+    width: image.width,
+    height: image.height,
+    cells,
+    roiMaskPng,
+    roiImagePng,
+    overlayPng: overlay,
+    crops: crops.map((c, i) => ({ id: c.id, image: c.image, png: cropPngs[i] as Buffer })),
+  };
+}

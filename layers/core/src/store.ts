@@ -1,0 +1,12 @@
+/**
+ * The storage the pure core sees: keys and bytes, nothing about S3. The AWS layer implements it over S3;
+ * tests may implement it over a Map.
+ */
+export interface BlobStore {
+  get(key: string): Promise<Uint8Array>;
+  put(key: string, body: Uint8Array | string, contentType?: string): Promise<void>;
+  /** Resolves false when the key does not exist. */
+  exists(key: string): Promise<boolean>;
+  /** All keys under a prefix, in lexicographic order. */
+  list(prefix: string): Promise<string[]>;
+}

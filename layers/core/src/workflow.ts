@@ -1,0 +1,136 @@
+/**
+ * The training workflow's state: what each step of the state machine receives and returns. Steps pass S3 URIs
+ * and small scalars only; bulk data stays in S3.
+ */
+import { InvalidInputError } from './errors.ts';
+import { RUN_ID_PATTERN } from './keys.ts';
+
+export type Task = 'cells';
+
+export interface RunParams {
+  /** segmented/<dataset>/ is read. @default "segpc" */
+  dataset: string;
+  /** @default "cells" (plasma cell vs other nucleated cell, labels from the masks) */
+  task: Task;
+  /** @default 12 */
+  epochs: number;
+  /** @default 32 */
+  batchSize: number;
+  /** Side of the square crops fed to the CNN. @default 64 */
+  inputSize: number;
+  /** Seeds the split, the initial weights and the shuffles. @default 42 */
+  seed: number;
+  /** Fraction of source images held out for evaluation. @default 0.25 */
+  testFraction: number;
+  /** Fraction of source images for validation during training. @default 0.1 */
+  valFraction: number;
+}
+
+export const DEFAULT_PARAMS: RunParams = {
+  dataset: 'segpc',
+  task: 'cells',
+  epochs: 12,
+  batchSize: 32,
+  inputSize: 64,
+  seed: 42,
+  testFraction: 0.25,
+  valFraction: 0.1,
+};
+
+export interface ManifestSample {
+  /** `<sourceImage>#<cellId>` */
+  id: string;
+  /** The processed image the crop comes from: the unit of the split. */
+  sourceImage: string;
+  cellId: number;
+  cropKey: string;
+  label: 0 | 1;
+  split: 'train' | 'val' | 'test';
+}
+
+export interface Manifest {
+  runId: string;
+  createdAt: string;
+  params: RunParams;
+  /** Per source image: the ETags of the inputs, so a report can be traced to its exact data. */
+  sources: { image: string; imageEtag: string; maskEtag: string | null; cellsKey: string; cellsEtag: string; sourceKey: string | null }[];
+  samples: ManifestSample[];
+}
+
+export interface HeadlineMetrics {
+  accuracy: number;
+  rocAuc: number | null;
+  testCells: number;
+  testImages: number;
+}
+
+export interface RunState {
+  runId: string;
+  params: RunParams;
+  manifestUri: string;
+  counts: { train: number; val: number; test: number; sources: number };
+  modelUri?: string;
+  trainingUri?: string;
+  backend?: string;
+  evaluationUri?: string;
+  metrics?: HeadlineMetrics;
+  publishedUri?: string;
+  reportUri?: string;
+}
+
+const INT_FIELDS = ['epochs', 'batchSize', 'inputSize', 'seed'] as const;
+const LIMITS: Record<(typeof INT_FIELDS)[number], [number, number]> = {
+  epochs: [1, 500],
+  batchSize: [1, 1024],
+  inputSize: [16, 256],
+  seed: [0, 2 ** 31 - 1],
+};
+
+/** Validates execution input: unknown fields and bad values fail fast with the reason. */
+export function parseRunInput(input: unknown): { runId?: string; params: RunParams } {
+  if (input === null || input === undefined) return { params: { ...DEFAULT_PARAMS } };
+  if (typeof input !== 'object' || Array.isArray(input)) throw new InvalidInputError('execution input must be a JSON object');
+  const obj = input as Record<string, unknown>;
+  const known = new Set<string>(['runId', ...Object.keys(DEFAULT_PARAMS)]);
+  const unknown = Object.keys(obj).filter((k) => !known.has(k));
+  if (unknown.length) throw new InvalidInputError(`unknown input field(s): ${unknown.join(', ')}; allowed: ${[...known].join(', ')}`);
+  const params: RunParams = { ...DEFAULT_PARAMS };
+  if (obj.dataset !== undefined) {
+    if (typeof obj.dataset !== 'string' || !/^[^/]+$/.test(obj.dataset)) throw new InvalidInputError('dataset must be a folder name without "/"');
+    params.dataset = obj.dataset;
+  }
+  if (obj.task !== undefined) {
+    if (obj.task !== 'cells') throw new InvalidInputError(`task must be "cells" (got ${JSON.stringify(obj.task)})`);
+    params.task = obj.task;
+  }
+  for (const f of INT_FIELDS) {
+    const v = obj[f];
+    if (v === undefined) continue;
+    const [lo, hi] = LIMITS[f];
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < lo || v > hi) {
+      throw new InvalidInputError(`${f} must be an integer from ${lo} to ${hi} (got ${JSON.stringify(v)})`);
+    }
+    params[f] = v;
+  }
+  for (const f of ['testFraction', 'valFraction'] as const) {
+    const v = obj[f];
+    if (v === undefined) continue;
+    if (typeof v !== 'number' || !(v > 0 && v < 0.5)) throw new InvalidInputError(`${f} must be a number above 0 and below 0.5`);
+    params[f] = v;
+  }
+  let runId: string | undefined;
+  if (obj.runId !== undefined) {
+    if (typeof obj.runId !== 'string' || !RUN_ID_PATTERN.test(obj.runId)) {
+      throw new InvalidInputError('runId must be 1-80 characters of letters, digits, ".", "_" or "-"');
+    }
+    runId = obj.runId;
+  }
+  return runId ? { runId, params } : { params };
+}
+
+/** A run id from an execution name, kept to the key-safe alphabet. */
+export function runIdFromExecutionName(name: string): string {
+  const safe = name.replace(/[^A-Za-z0-9._-]/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 80);
+  if (!safe) throw new InvalidInputError(`cannot derive a run id from execution name ${JSON.stringify(name)}`);
+  return safe;
+}
