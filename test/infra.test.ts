@@ -105,7 +105,7 @@ describe('template (no bundling)', () => {
   });
 
   test('every bucket denies requests without TLS', () => {
-    for (const [role, id] of bucketIds) {
+    for (const id of bucketIds.values()) {
       template.hasResourceProperties('AWS::S3::BucketPolicy', {
         Bucket: { Ref: id },
         PolicyDocument: {
@@ -119,7 +119,6 @@ describe('template (no bundling)', () => {
           ]),
         },
       });
-      assert.ok(role);
     }
   });
 
@@ -198,7 +197,7 @@ describe('template (no bundling)', () => {
     assert.match(JSON.stringify(integration.Uri), new RegExp(fnIds.get('inference') as string));
   });
 
-  test('state machine: STANDARD, 2 h limit, logged and traced', () => {
+  test('state machine: STANDARD, logged and traced', () => {
     template.resourceCountIs('AWS::StepFunctions::StateMachine', 1);
     template.hasResourceProperties('AWS::StepFunctions::StateMachine', {
       StateMachineType: 'STANDARD',

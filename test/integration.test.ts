@@ -83,7 +83,7 @@ test('upload -> preprocess -> segment -> train workflow -> publish -> predict ov
 
   const exec = await cloud.runTraining({ dataset: 'it', epochs: 2, runId: 'it-run-1' }, { name: 'it-exec-1' });
   assert.equal(exec.status, 'SUCCEEDED', `${exec.error}: ${exec.cause}`);
-  assert.deepEqual(Object.keys(exec.timings).sort(), ['Evaluate', 'PrepareDataset', 'Publish', 'Train']);
+  for (const state of ['PrepareDataset', 'Train', 'Evaluate', 'Publish']) assert.ok(state in exec.timings, `${state} ran`);
   const run = exec.output as RunState;
   assert.equal(run.runId, 'it-run-1');
   assert.ok(run.counts.test > 0 && run.counts.train > 0);

@@ -93,17 +93,18 @@ describe('wasm gradient kernels match cpu', () => {
     const dyShape = [2, outH, outW, cout];
     const size = (s: number[]): number => s.reduce((a, b) => a * b, 1);
 
-    test(`Conv2DBackpropFilter: ${label}`, async () => {
+    test(`Conv2DBackpropFilter: ${label}`, async (t) => {
       const { maxDiff, shape } = await diffVsCpu(
         'Conv2DBackpropFilter',
         { x: { data: values(size(xShape), 1), shape: xShape }, dy: { data: values(size(dyShape), 2), shape: dyShape } },
         { strides: stride, pad, dataFormat: 'NHWC', filterShape: [f, f, cin, cout] },
       );
       assert.deepEqual(shape, [f, f, cin, cout]);
+      t.diagnostic(`max abs diff vs cpu: ${maxDiff.toExponential(2)}`);
       assert.ok(maxDiff < TOLERANCE, `max diff ${maxDiff}`);
     });
 
-    test(`Conv2DBackpropInput: ${label}`, async () => {
+    test(`Conv2DBackpropInput: ${label}`, async (t) => {
       const { maxDiff, shape } = await diffVsCpu(
         'Conv2DBackpropInput',
         {
@@ -113,20 +114,22 @@ describe('wasm gradient kernels match cpu', () => {
         { strides: stride, pad, dataFormat: 'NHWC', inputShape: xShape },
       );
       assert.deepEqual(shape, xShape);
+      t.diagnostic(`max abs diff vs cpu: ${maxDiff.toExponential(2)}`);
       assert.ok(maxDiff < TOLERANCE, `max diff ${maxDiff}`);
     });
   }
 
-  test('Conv2DBackpropFilter: NCHW', async () => {
+  test('Conv2DBackpropFilter: NCHW', async (t) => {
     const { maxDiff } = await diffVsCpu(
       'Conv2DBackpropFilter',
       { x: { data: values(2 * 3 * 9 * 9, 5), shape: [2, 3, 9, 9] }, dy: { data: values(2 * 4 * 9 * 9, 6), shape: [2, 4, 9, 9] } },
       { strides: 1, pad: 'same', dataFormat: 'NCHW', filterShape: [3, 3, 3, 4] },
     );
+    t.diagnostic(`max abs diff vs cpu: ${maxDiff.toExponential(2)}`);
     assert.ok(maxDiff < TOLERANCE, `max diff ${maxDiff}`);
   });
 
-  test('Conv2DBackpropFilter: a realistic layer (batch 8, 32x32x16 -> 32)', async () => {
+  test('Conv2DBackpropFilter: a realistic layer (batch 8, 32x32x16 -> 32)', async (t) => {
     // Larger sums: relative float32 error ~1e-6 of magnitudes ~30, hence small inputs.
     const { maxDiff } = await diffVsCpu(
       'Conv2DBackpropFilter',
@@ -136,6 +139,7 @@ describe('wasm gradient kernels match cpu', () => {
       },
       { strides: 1, pad: 'same', dataFormat: 'NHWC', filterShape: [3, 3, 16, 32] },
     );
+    t.diagnostic(`max abs diff vs cpu: ${maxDiff.toExponential(2)}`);
     assert.ok(maxDiff < TOLERANCE, `max diff ${maxDiff}`);
   });
 
@@ -149,7 +153,7 @@ describe('wasm gradient kernels match cpu', () => {
     { k: 2, s: 2, pad: 'same', h: 7, round: false, lo: -2 },
   ];
   for (const { k, s, pad, h, round, lo } of poolCases) {
-    test(`MaxPoolGrad: ${k}x${k}/${s} ${pad} on ${h}x${h}${round ? ', with ties' : ''}${lo < 0 ? ', negatives' : ''}`, async () => {
+    test(`MaxPoolGrad: ${k}x${k}/${s} ${pad} on ${h}x${h}${round ? ', with ties' : ''}${lo < 0 ? ', negatives' : ''}`, async (t) => {
       const xShape = [2, h, h, 5];
       const x = values(2 * h * h * 5, 9, lo, 2, round);
       const y = tf.tidy(() => tf.maxPool(tf.tensor4d(x, xShape as [number, number, number, number]), k, s, pad));
@@ -165,6 +169,7 @@ describe('wasm gradient kernels match cpu', () => {
         },
         { filterSize: k, strides: s, pad },
       );
+      t.diagnostic(`max abs diff vs cpu: ${maxDiff.toExponential(2)}`);
       assert.ok(maxDiff < TOLERANCE, `max diff ${maxDiff}`);
     });
   }

@@ -13,6 +13,7 @@ import { parseArgs } from 'node:util';
 import sharp from 'sharp';
 import type { GrayImage, RgbImage } from '../../layers/core/src/types.ts';
 import { segmentationQuality, type SegmentationQuality } from '../../layers/core/src/segment/quality.ts';
+import { getCv } from '../../layers/core/src/segment/opencv.ts';
 import { segmentCells } from '../../layers/core/src/segment/segment.ts';
 
 const USAGE = `usage: npx tsx functions/cli/seg-quality.ts [options]
@@ -78,6 +79,7 @@ async function run(dir: string, clahe: boolean, onProgress: (done: number, total
   const masks = new Set(await readdir(join(dir, 'masks')));
   const files = images.filter((f) => masks.has(f)).sort((a, b) => a.localeCompare(b, 'en', { numeric: true }));
   if (files.length === 0) throw new Error(`no image in ${dir}/images has a mask of the same name in ${dir}/masks`);
+  await getCv(); // load the wasm runtime before timing
   const rows: ImageRow[] = [];
   let components = 0;
   let matched = 0;

@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Duration, RemovalPolicy, Tags } from 'aws-cdk-lib';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
-import { NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
+import { LogLevel, NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import type { Construct } from 'constructs';
 import { EXTERNAL_MODULES, tfjsWasmDir } from '../../layers/deps/build.ts';
@@ -85,6 +85,8 @@ export class HandlerFunction extends NodejsFunction {
         minify: true,
         sourceMap: true,
         sourcesContent: false,
+        // esbuild's per-bundle size summary is noise in `cdk synth`; warnings and errors still show.
+        logLevel: LogLevel.WARNING,
         banner: REQUIRE_SHIM,
         // Emscripten glue reads __dirname/__filename, which ES modules lack.
         define: { __dirname: 'import.meta.dirname', __filename: 'import.meta.filename' },

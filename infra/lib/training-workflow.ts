@@ -15,6 +15,11 @@ export interface TrainingWorkflowProps {
   timeout?: Duration;
   /** @default RetentionDays.ONE_MONTH */
   logRetention?: logs.RetentionDays;
+  /**
+   * Limit for each step. Set explicitly: a Task without TimeoutSeconds gets the ASL default of 60 s in the
+   * local interpreter, far too short for Train. @default Duration.minutes(15) (the Lambda maximum)
+   */
+  taskTimeout?: Duration;
 }
 
 /**
@@ -42,6 +47,7 @@ export class TrainingWorkflow extends Construct {
         lambdaFunction: props.functions[fn],
         // The ASL Resource is then the function ARN itself and the result is the handler's return value.
         payloadResponseOnly: true,
+        taskTimeout: sfn.Timeout.duration(props.taskTimeout ?? Duration.minutes(15)),
         // Adds retries on Lambda service errors (2 s, x2 backoff, 6 attempts).
         retryOnServiceExceptions: true,
         // The first step gets the execution input and name (the run id defaults to the name); the others

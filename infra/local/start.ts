@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { startLocalCloud } from './cloud.ts';
 import { setLogSink } from '../../layers/aws/src/events.ts';
-import type { RunState, Manifest } from '../../layers/core/src/workflow.ts';
+import { DEFAULT_PARAMS, type RunState, type Manifest } from '../../layers/core/src/workflow.ts';
 
 const HELP = `Usage: npm start -- [options]
 
@@ -56,13 +56,24 @@ function intArg(name: string, v: string | undefined): number | undefined {
 }
 
 const t0 = performance.now();
+const tty = process.stdout.isTTY === true;
+let lastStatus = 0;
+/** A progress line: redrawn in place on a terminal, printed every few seconds (and at the end) in a log. */
+function status(line: string, final = false): void {
+  if (tty) {
+    process.stdout.write(`\r${line}\x1b[K${final ? '\n' : ''}`);
+  } else if (final || performance.now() - lastStatus > 5000) {
+    lastStatus = performance.now();
+    console.log(line);
+  }
+}
 const timings: [string, number][] = [];
 const stageStart = () => performance.now();
 const stageEnd = (name: string, start: number) => timings.push([name, (performance.now() - start) / 1000]);
 const stateDir = join(process.cwd(), '.myeloscope');
 await mkdir(stateDir, { recursive: true });
 const logFile = join(stateDir, 'handlers.log');
-const epochsLabel = args.epochs ?? '12';
+const epochsLabel = args.epochs ?? String(DEFAULT_PARAMS.epochs);
 
 // Handler logs go to a file (the local CloudWatch); epochs and warnings also to the screen.
 setLogSink((level, message, fields) => {
@@ -123,19 +134,18 @@ for (const file of chosen) {
     await client.send(new PutObjectCommand({ Bucket: cloud.buckets.raw, Key: `raw/${args.dataset}/${label}/${prefix}${file}`, Body: body }));
     uploaded++;
   }
-  process.stdout.write(`\r[2/5] uploading ${uploaded} objects to s3://${cloud.buckets.raw}/raw/${args.dataset}/${label}/ ...`);
+  status(`[2/5] uploading to s3://${cloud.buckets.raw}/raw/${args.dataset}/${label}/: ${uploaded} objects`);
 }
-process.stdout.write('\n');
+status(`[2/5] uploaded ${uploaded} objects (${chosen.length} images and their masks) to s3://${cloud.buckets.raw}/raw/${args.dataset}/${label}/`, true);
 stageEnd('upload', s);
 
 s = stageStart();
-const progress = setInterval(() => {
-  const done = (k: string) => cloud.dispatcher.stats.get(k)?.delivered ?? 0;
-  process.stdout.write(`\r[3/5] S3 events: preprocess ${done('preprocess')}/${uploaded}, segment ${done('segment')}   `);
-}, 500);
+const done = (k: string) => cloud.dispatcher.stats.get(k)?.delivered ?? 0;
+const eventsLine = () => `[3/5] S3-triggered handlers: preprocess ${done('preprocess')}/${uploaded}, segment ${done('segment')}`;
+const progress = setInterval(() => status(eventsLine()), 500);
 await cloud.idle();
 clearInterval(progress);
-process.stdout.write('\n');
+status(eventsLine(), true);
 stageEnd('preprocess + segment (S3-triggered)', s);
 const count = (k: string) => outcomes.get(k) ?? 0;
 console.log(

@@ -160,5 +160,5 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
     process.exit(2);
   }
   const packages = buildDepsLayer(outDir, { flat: args.includes('--flat') });
-  console.log(`deps layer: ${packages.length} packages -> ${outDir}`);
+  console.log(`deps: ${packages.length} packages copied to ${outDir}`);
 }

@@ -3,7 +3,7 @@ import {
   DeleteObjectCommand,
   GetObjectCommand,
   HeadObjectCommand,
-  ListObjectsV2Command,
+  ListObjectsCommand,
   NoSuchKey,
   NotFound,
   PutObjectCommand,
@@ -108,16 +108,23 @@ export class S3Store implements BlobStore {
     await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
   }
 
+  /**
+   * Every key under a prefix. Uses ListObjects (v1) with the last key as marker: the local S3 (s3rver) cannot
+   * make ListObjectsV2 continuation tokens on Node 17+ (its DES cipher is gone from OpenSSL 3), and v1 pages
+   * the same way on AWS and LocalStack.
+   */
   async list(prefix: string): Promise<string[]> {
     const keys: string[] = [];
-    let token: string | undefined;
-    do {
+    let marker: string | undefined;
+    for (;;) {
       const out = await this.client.send(
-        new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ...(token ? { ContinuationToken: token } : {}) }),
+        new ListObjectsCommand({ Bucket: this.bucket, Prefix: prefix, ...(marker ? { Marker: marker } : {}) }),
       );
       for (const o of out.Contents ?? []) if (o.Key !== undefined) keys.push(o.Key);
-      token = out.IsTruncated ? out.NextContinuationToken : undefined;
-    } while (token);
+      const last = keys[keys.length - 1];
+      if (!out.IsTruncated || last === undefined || last === marker) break;
+      marker = last;
+    }
     return keys.sort();
   }
 }

@@ -53,7 +53,7 @@ export async function analyseCells(
   }
   const seg = await segmentCells(image);
   const cells = mask ? labelCells(seg, mask) : seg.cells;
-  const crops = await cellCrops(image, seg, opts.cropSize);
+  const crops = cellCrops(image, seg, opts.cropSize);
   const encode = opts.encodeCrops ?? true;
   const [roiMaskPng, roiImagePng, overlay, cropPngs] = await Promise.all([
     encodePng(seg.roiMask),

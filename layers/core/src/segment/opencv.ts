@@ -3,9 +3,8 @@
  * OpenCV.js Mats live on the WebAssembly heap: the JS garbage collector never frees them, so each
  * one must be `delete()`d explicitly or the heap grows with every image.
  */
-import cvModule from '@techstark/opencv-js';
-
-export type Cv = typeof cvModule;
+/** The OpenCV.js module (the package's own typings). */
+export type Cv = typeof import('@techstark/opencv-js');
 
 /** Anything that owns WebAssembly memory: Mat, MatVector, CLAHE... */
 export interface Deletable {
@@ -40,7 +39,23 @@ function whenInitialized(mod: EmscriptenModule): Promise<void> {
 }
 
 async function load(): Promise<Cv> {
-  const exported: unknown = cvModule;
+  // Imported on first use: the 10 MB script compiles its wasm on import, which code paths that never
+  // segment (and cold starts) should not pay for.
+  // Emscripten's Node glue installs process-wide handlers: uncaughtException rethrows (printing the whole
+  // 10 MB script) and unhandledRejection aborts the runtime. Those are the host's business: take them off.
+  const before = {
+    uncaughtException: new Set(process.listeners('uncaughtException')),
+    unhandledRejection: new Set(process.listeners('unhandledRejection')),
+  };
+  const ns: unknown = await import('@techstark/opencv-js');
+  for (const l of process.listeners('uncaughtException')) {
+    if (!before.uncaughtException.has(l)) process.removeListener('uncaughtException', l);
+  }
+  for (const l of process.listeners('unhandledRejection')) {
+    if (!before.unhandledRejection.has(l)) process.removeListener('unhandledRejection', l);
+  }
+  // A CommonJS package seen from ESM: module.exports is the namespace's `default`.
+  const exported = typeof ns === 'object' && ns !== null && 'default' in ns ? ns.default : ns;
   // Some builds of the package export a Promise of the module, others the module itself.
   const mod = (isPromiseLike(exported) ? await exported : exported) as EmscriptenModule;
   await whenInitialized(mod);

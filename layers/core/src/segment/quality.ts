@@ -11,7 +11,7 @@ export interface InstanceMatch {
   bestCellId: number;
   bestIou: number;
   /**
-   * IoU of the component with the union of the cells lying mostly (>= 50%) inside it. The bundled masks
+   * IoU of the component with the union of the cells lying mostly (> 50%) inside it. The bundled masks
    * merge touching plasma cells into one component; this scores delineation without penalising the split.
    */
   groupIou: number;
@@ -144,14 +144,14 @@ export function segmentationQuality(
     const prev = best.get(comp);
     if (prev === undefined || cIou > prev.iou) best.set(comp, { cell, iou: cIou });
   }
-  // Groups: each cell joins the component holding at least half of its pixels (at most one can).
+  // Groups: each cell joins the component holding more than half of its pixels (at most one can).
   const groupInter = new Float64Array(comps.count + 1);
   const groupArea = new Float64Array(comps.count + 1);
   for (const key of overlaps.keys()) {
     const n = overlaps.get(key) as number;
     const comp = Math.floor(key / stride);
     const cell = key % stride;
-    if (n >= 0.5 * cellArea[cell]) {
+    if (2 * n > cellArea[cell]) {
       groupInter[comp] += n;
       groupArea[comp] += cellArea[cell];
     }

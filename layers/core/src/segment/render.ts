@@ -14,7 +14,10 @@ function assertMatches(img: RgbImage, seg: Segmentation): void {
 }
 
 async function pngOf(data: Uint8Array, width: number, height: number, channels: 1 | 3): Promise<Buffer> {
-  return sharp(data, { raw: { width, height, channels } }).png().toBuffer();
+  const pipeline = sharp(data, { raw: { width, height, channels } });
+  // Without an explicit b-w interpretation sharp writes a 1-channel raw input as 3-channel sRGB.
+  if (channels === 1) pipeline.toColourspace('b-w');
+  return pipeline.png().toBuffer();
 }
 
 /** The ROI mask (255 inside any cell) as a one-channel PNG. */
@@ -78,10 +81,15 @@ export async function overlayPng(img: RgbImage, seg: Segmentation, cells: readon
     mat.data.set(out);
     const fontScale = 0.35 * Math.max(1, Math.max(w, h) / 512);
     for (const c of cells) {
-      const org = new cv.Point(Math.round(c.centroid.x) - 4, Math.round(c.centroid.y) + 4);
+      // Roughly centred: Hershey simplex glyphs are about 20 px wide and 22 px tall at scale 1.
+      const text = String(c.id);
+      const org = new cv.Point(
+        Math.round(c.centroid.x - (text.length * 20 * fontScale) / 2),
+        Math.round(c.centroid.y + (22 * fontScale) / 2),
+      );
       // Dark outline under light text: readable on both pale glass and dark nuclei.
-      cv.putText(mat, String(c.id), org, cv.FONT_HERSHEY_SIMPLEX, fontScale, new cv.Scalar(0, 0, 0, 255), 3);
-      cv.putText(mat, String(c.id), org, cv.FONT_HERSHEY_SIMPLEX, fontScale, new cv.Scalar(255, 255, 255, 255), 1);
+      cv.putText(mat, text, org, cv.FONT_HERSHEY_SIMPLEX, fontScale, new cv.Scalar(0, 0, 0, 255), 3);
+      cv.putText(mat, text, org, cv.FONT_HERSHEY_SIMPLEX, fontScale, new cv.Scalar(255, 255, 255, 255), 1);
     }
     out.set(mat.data);
   });

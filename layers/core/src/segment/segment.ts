@@ -92,14 +92,16 @@ export interface Region {
 
 /**
  * Find flat padding bands (letterbox/pillarbox added when an image was resized with its aspect ratio
- * kept) and return the rectangle inside them. A band line is one whose pixels nearly all lie close to
- * the colour of the outermost line; JPEG ringing blurs the band edge, so a small safety margin is added.
+ * kept) and return the rectangle inside them. A band line has every pixel close to the colour of the
+ * outermost line: one pixel of a cell ends the band. JPEG ringing and chroma upsampling blur the band
+ * edge, so up to a few more lines that are still mostly band-coloured are added. Edge lines of plain
+ * glass may pass as band too: they hold no cell, and only the tips of objects below them can be cut.
  */
 export function contentRegion(img: RgbImage): Region {
   const { width: w, height: h, data } = img;
-  // Generous: JPEG blocks near the band edge and CLAHE both perturb the flat colour by 10-20 levels.
+  // JPEG blocks and CLAHE perturb a flat colour by up to ~15 levels.
   const tol = 20;
-  const lineIsBand = (start: number, step: number, count: number, ref: readonly number[]): boolean => {
+  const closeCount = (start: number, step: number, count: number, ref: readonly number[]): number => {
     let close = 0;
     for (let k = 0, p = start; k < count; k++, p += step) {
       const i = p * 3;
@@ -111,7 +113,7 @@ export function contentRegion(img: RgbImage): Region {
         close++;
       }
     }
-    return close >= 0.97 * count;
+    return close;
   };
   const medianColour = (start: number, step: number, count: number): number[] => {
     const out: number[] = [];
@@ -127,14 +129,16 @@ export function contentRegion(img: RgbImage): Region {
   const bandDepth = (lineStart: (i: number) => number, step: number, count: number, lines: number): number => {
     const ref = medianColour(lineStart(0), step, count);
     let n = 0;
-    while (n < lines && lineIsBand(lineStart(n), step, count, ref)) n++;
+    while (n < lines && closeCount(lineStart(n), step, count, ref) === count) n++;
+    if (n === 0) return 0;
+    const transition = Math.max(2, Math.round(lines / 128));
+    for (let k = 0; k < transition && n < lines && closeCount(lineStart(n), step, count, ref) >= 0.5 * count; k++) n++;
     return n;
   };
-  const margin = (n: number, side: number) => (n === 0 ? 0 : Math.min(side, n + Math.max(2, Math.round(side / 128))));
-  const top = margin(bandDepth((i) => i * w, 1, w, h), h);
-  const bottom = margin(bandDepth((i) => (h - 1 - i) * w, 1, w, h), h);
-  const left = margin(bandDepth((i) => i, w, h, w), w);
-  const right = margin(bandDepth((i) => w - 1 - i, w, h, w), w);
+  const top = bandDepth((i) => i * w, 1, w, h);
+  const bottom = bandDepth((i) => (h - 1 - i) * w, 1, w, h);
+  const left = bandDepth((i) => i, w, h, w);
+  const right = bandDepth((i) => w - 1 - i, w, h, w);
   const y0 = Math.min(top, h);
   const y1 = Math.max(y0, h - bottom);
   const x0 = Math.min(left, w);
@@ -346,7 +350,7 @@ function nucleusMarkers(cv: Cv, scope: MatScope, nucleusMask: Mat, o: ResolvedOp
 
   const dist = scope.track(new cv.Mat());
   cv.distanceTransform(nucleusMask, dist, cv.DIST_L2, 5);
-  const d = dist.data32F;
+  let d = dist.data32F;
   const maxDepth = new Float32Array(kept + 1);
   for (let i = 0; i < comp.length; i++) if (comp[i] !== 0 && d[i] > maxDepth[comp[i]]) maxDepth[comp[i]] = d[i];
   const core = new Uint8Array(w * h);
@@ -356,6 +360,7 @@ function nucleusMarkers(cv: Cv, scope: MatScope, nucleusMask: Mat, o: ResolvedOp
   const coreLabels = scope.track(new cv.Mat());
   const nCores = cv.connectedComponents(matFrom(cv, scope, core, w, h), coreLabels, 8, cv.CV_32S);
   const cl = coreLabels.data32S;
+  d = dist.data32F; // re-read: the allocations above may have grown (and detached) the wasm heap
   // A core shallower than this is a lobe or a bump, not a nucleus of its own.
   const minCoreDepth = 5 * o.scale;
   const coreDepth = new Float32Array(nCores);
@@ -478,7 +483,6 @@ export async function segmentCells(img: RgbImage, opts: SegmentOptions = {}): Pr
     cv.morphologyEx(fMat, fMat, cv.MORPH_CLOSE, ellipse(cv, scope, 2 * o.scale));
     // Holes: the pale perinuclear Golgi zone of plasma cells.
     fillHoles(cv, scope, fMat, maxHole);
-    const filled = fMat.data;
 
     // Cytoplasm is never far from its nucleus: cap the growth by the distance to the nearest nucleus.
     const notNucleus = scope.track(new cv.Mat(h, w, cv.CV_8UC1));
@@ -486,7 +490,9 @@ export async function segmentCells(img: RgbImage, opts: SegmentOptions = {}): Pr
     for (let p = 0; p < nd.length; p++) nd[p] = mk.markers[p] === 0 ? 255 : 0;
     const dist = scope.track(new cv.Mat());
     cv.distanceTransform(notNucleus, dist, cv.DIST_L2, 3);
+    // Views into the wasm heap are taken after the last allocation: growing the heap detaches them.
     const dd = dist.data32F;
+    const filled = fMat.data;
     const allow = new Uint8Array(w * h);
     for (let p = 0; p < allow.length; p++) allow[p] = filled[p] !== 0 && dd[p] <= o.maxCytoplasmWidth ? 1 : 0;
     return { markers: mk.markers, count: mk.count, allowed: allow };
