@@ -52,6 +52,7 @@ export async function handler(event: PrepareDatasetEvent): Promise<RunState> {
         sourceImage: record.imageKey,
         cellId: cell.id,
         cropKey: cell.crop,
+        cropEtag: cell.cropEtag,
         label: cell.label === 'plasma' ? 1 : 0,
       });
     }

@@ -41,12 +41,13 @@ async function segmentOne(key: string): Promise<SegmentOutcome> {
     const image = await rgbFromPng(await work.get(pair.imageKey));
     const mask = maskHead ? await decodeMask(await work.get(pair.maskKey), image.width, image.height) : undefined;
     const result = await analyseCells(image, mask, { cropSize });
-    await Promise.all([
+    const [, , , ...cropEtags] = await Promise.all([
       work.put(out.roiMask, result.roiMaskPng, 'image/png'),
       work.put(out.roiImage, result.roiImagePng, 'image/png'),
       work.put(out.overlay, result.overlayPng, 'image/png'),
       ...result.crops.map((c) => work.put(out.crop(c.id), c.png, 'image/png')),
     ]);
+    const cropEtag = new Map(result.crops.map((c, i) => [c.id, cropEtags[i] as string]));
     const record: CellsRecord = {
       dataset: pair.dataset,
       label: pair.label,
@@ -59,7 +60,7 @@ async function segmentOne(key: string): Promise<SegmentOutcome> {
       width: result.width,
       height: result.height,
       cropSize,
-      cells: result.cells.map((c) => ({ ...c, crop: out.crop(c.id) })),
+      cells: result.cells.map((c) => ({ ...c, crop: out.crop(c.id), cropEtag: cropEtag.get(c.id) ?? '' })),
       outputs: { roiMask: out.roiMask, roiImage: out.roiImage, overlay: out.overlay },
     };
     await work.putJson(out.cells, record);

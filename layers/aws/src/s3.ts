@@ -88,8 +88,9 @@ export class S3Store implements BlobStore {
     return (await this.head(key)) !== undefined;
   }
 
-  async put(key: string, body: Uint8Array | string, contentType?: string, metadata?: Record<string, string>): Promise<void> {
-    await this.client.send(
+  /** Writes an object; resolves its ETag. */
+  async put(key: string, body: Uint8Array | string, contentType?: string, metadata?: Record<string, string>): Promise<string> {
+    const out = await this.client.send(
       new PutObjectCommand({
         Bucket: this.bucket,
         Key: key,
@@ -98,10 +99,11 @@ export class S3Store implements BlobStore {
         ...(metadata ? { Metadata: metadata } : {}),
       }),
     );
+    return stripQuotes(out.ETag);
   }
 
-  async putJson(key: string, value: unknown, metadata?: Record<string, string>): Promise<void> {
-    await this.put(key, JSON.stringify(value, null, 2), 'application/json', metadata);
+  async putJson(key: string, value: unknown, metadata?: Record<string, string>): Promise<string> {
+    return this.put(key, JSON.stringify(value, null, 2), 'application/json', metadata);
   }
 
   async delete(key: string): Promise<void> {

@@ -37,7 +37,8 @@ export interface CellsRecord {
   width: number;
   height: number;
   cropSize: number;
-  cells: (Cell & { crop: string })[];
+  /** crop: key of the cell's crop; cropEtag: its ETag, so a manifest can name the exact bytes it used. */
+  cells: (Cell & { crop: string; cropEtag: string })[];
   outputs: { roiMask: string; roiImage: string; overlay: string };
 }
 

@@ -4,7 +4,8 @@
  */
 export interface BlobStore {
   get(key: string): Promise<Uint8Array>;
-  put(key: string, body: Uint8Array | string, contentType?: string): Promise<void>;
+  /** Resolves the stored object's ETag (or another content version id) where the store has one. */
+  put(key: string, body: Uint8Array | string, contentType?: string): Promise<string | void>;
   /** Resolves false when the key does not exist. */
   exists(key: string): Promise<boolean>;
   /** All keys under a prefix, in lexicographic order. */

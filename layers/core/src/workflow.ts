@@ -24,6 +24,8 @@ export interface RunParams {
   testFraction: number;
   /** Fraction of source images for validation during training. @default 0.1 */
   valFraction: number;
+  /** Quality gate: a run whose held-out ROC AUC is below this is not published. @default 0.75 */
+  minRocAuc: number;
 }
 
 export const DEFAULT_PARAMS: RunParams = {
@@ -35,6 +37,7 @@ export const DEFAULT_PARAMS: RunParams = {
   seed: 42,
   testFraction: 0.25,
   valFraction: 0.1,
+  minRocAuc: 0.75,
 };
 
 export interface ManifestSample {
@@ -44,6 +47,8 @@ export interface ManifestSample {
   sourceImage: string;
   cellId: number;
   cropKey: string;
+  /** ETag of the crop object when the manifest was made. */
+  cropEtag: string;
   label: 0 | 1;
   split: 'train' | 'val' | 'test';
 }
@@ -117,6 +122,12 @@ export function parseRunInput(input: unknown): { runId?: string; params: RunPara
     if (v === undefined) continue;
     if (typeof v !== 'number' || !(v > 0 && v < 0.5)) throw new InvalidInputError(`${f} must be a number above 0 and below 0.5`);
     params[f] = v;
+  }
+  if (obj.minRocAuc !== undefined) {
+    if (typeof obj.minRocAuc !== 'number' || !(obj.minRocAuc >= 0 && obj.minRocAuc <= 1)) {
+      throw new InvalidInputError('minRocAuc must be a number from 0 to 1');
+    }
+    params.minRocAuc = obj.minRocAuc;
   }
   let runId: string | undefined;
   if (obj.runId !== undefined) {
