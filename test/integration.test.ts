@@ -89,7 +89,7 @@ test('upload -> preprocess -> segment -> train workflow -> publish -> predict ov
   assert.ok(run.counts.test > 0 && run.counts.train > 0);
   assert.ok(run.metrics && run.metrics.accuracy >= 0 && run.metrics.accuracy <= 1);
   const published = await list(cloud.buckets.models, 'models/it-run-1/');
-  for (const f of ['model.json', 'weights.bin', 'evaluation.json', 'manifest.json', 'report.json']) {
+  for (const f of ['model.json', 'weights.bin', 'evaluation.json', 'manifest.json', 'report.json', 'report.html', 'report/roc.png']) {
     assert.ok(published.includes(`models/it-run-1/${f}`), `published ${f}: ${published.join(', ')}`);
   }
   const latest = await getJson<{ runId: string }>(cloud.buckets.models, 'models/latest.json');

@@ -58,7 +58,10 @@ test('workflow input: defaults, overrides and clear errors', () => {
   assert.throws(() => parseRunInput({ epochs: 0 }), /epochs must be an integer from 1/);
   assert.throws(() => parseRunInput({ epochs: 2.5 }), /epochs/);
   assert.throws(() => parseRunInput({ epoch: 2 }), /unknown input field\(s\): epoch/);
-  assert.throws(() => parseRunInput({ task: 'images' }), /task must be/);
+  assert.throws(() => parseRunInput({ task: 'pixels' }), /task must be "cells" or "images"/);
+  assert.equal(parseRunInput({ task: 'images' }).params.inputSize, 128);
+  assert.equal(parseRunInput({ task: 'images', inputSize: 96 }).params.inputSize, 96);
+  assert.throws(() => parseRunInput({ minRocAuc: 1.5 }), /minRocAuc/);
   assert.throws(() => parseRunInput({ runId: '../x' }), /runId/);
   assert.throws(() => parseRunInput([1]), /JSON object/);
   assert.equal(runIdFromExecutionName('run 2026:12:03'), 'run-2026-12-03');

@@ -174,6 +174,24 @@ describe('wasm gradient kernels match cpu', () => {
     });
   }
 
+  test('MaxPoolGrad 2x2/2: a realistic layer (batch 4, 16x16x32) with ties, negatives and -Infinity', async (t) => {
+    const xShape = [4, 16, 16, 32];
+    const x = values(4 * 16 * 16 * 32, 11, -2, 2, true);
+    // Whole windows of -Infinity (no maximum: no gradient anywhere, as on cpu) and single -Infinity entries.
+    for (const i of [0, 1, 32, 33, 16 * 32, 16 * 32 + 1, 16 * 32 + 32, 16 * 32 + 33, 999, 4000]) x[i] = Number.NEGATIVE_INFINITY;
+    const y = tf.tidy(() => tf.maxPool(tf.tensor4d(x, xShape as [number, number, number, number]), 2, 2, 'valid'));
+    const yData = (await y.data()) as Float32Array;
+    const yShape = y.shape;
+    y.dispose();
+    const { maxDiff } = await diffVsCpu(
+      'MaxPoolGrad',
+      { dy: { data: values(yData.length, 12), shape: yShape }, input: { data: x, shape: xShape }, output: { data: yData, shape: yShape } },
+      { filterSize: 2, strides: 2, pad: 'valid' },
+    );
+    t.diagnostic(`max abs diff vs cpu: ${maxDiff.toExponential(2)}`);
+    assert.ok(maxDiff < TOLERANCE, `max diff ${maxDiff}`);
+  });
+
   test('kernels leave no tensors or wasm buffers behind', () => {
     const backend = tf.backend() as tf.KernelBackend;
     const x = tf.randomUniform([4, 16, 16, 8], 0, 1, 'float32', 1) as tf.Tensor4D;

@@ -7,10 +7,10 @@
  * the cells by mask overlap and score them. Prints the means over all images; progress goes to stderr.
  * Exit code 1 on any error, 2 on bad arguments.
  */
-import { readdir, writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import sharp from 'sharp';
+import { decodeMask as decodeMaskBytes, preprocessImage } from '../../layers/core/src/image/index.ts';
 import type { GrayImage, RgbImage } from '../../layers/core/src/types.ts';
 import { segmentationQuality, type SegmentationQuality } from '../../layers/core/src/segment/quality.ts';
 import { getCv } from '../../layers/core/src/segment/opencv.ts';
@@ -22,13 +22,6 @@ const USAGE = `usage: npx tsx functions/cli/seg-quality.ts [options]
   --no-clahe     segment the raw images (default: after CLAHE, as the pipeline does)
   --verbose, -v  print one row per image
   --help, -h`;
-
-/**
- * Close to the pipeline's preprocessing (OpenCV-style CLAHE, 8x8 tiles = 64 px windows on a 512 image).
- * The pipeline equalises only Lab lightness; sharp's clahe equalises R, G and B separately. The scores
- * differ by under 0.01 either way, so the CLI stays independent of the image module.
- */
-const CLAHE = { width: 64, height: 64, maxSlope: 3 };
 
 interface ImageRow extends Omit<SegmentationQuality, 'instances'> {
   id: string;
@@ -56,19 +49,14 @@ interface SegQualityReport {
 
 class UsageError extends Error {}
 
+/** The pipeline's own preprocessing (functions/preprocess), so the numbers describe what the product does. */
 async function decodeRgb(path: string, clahe: boolean): Promise<RgbImage> {
-  let pipeline = sharp(path).removeAlpha();
-  if (clahe) pipeline = pipeline.clahe(CLAHE);
-  const { data, info } = await pipeline.raw().toBuffer({ resolveWithObject: true });
-  if (info.channels !== 3) throw new Error(`${path}: expected 3 channels, got ${info.channels}`);
-  return { width: info.width, height: info.height, data: new Uint8Array(data.buffer, data.byteOffset, data.length) };
+  const bytes = await readFile(path);
+  return (await preprocessImage(bytes, clahe ? {} : { clahe: false })).image;
 }
 
-async function decodeMask(path: string): Promise<GrayImage> {
-  const { data, info } = await sharp(path).greyscale().raw().toBuffer({ resolveWithObject: true });
-  const gray = new Uint8Array(info.width * info.height);
-  for (let i = 0; i < gray.length; i++) gray[i] = data[i * info.channels];
-  return { width: info.width, height: info.height, data: gray };
+async function decodeMask(path: string, width: number, height: number): Promise<GrayImage> {
+  return decodeMaskBytes(await readFile(path), width, height);
 }
 
 const mean = (xs: number[]) => (xs.length === 0 ? 0 : xs.reduce((a, b) => a + b, 0) / xs.length);
@@ -86,7 +74,7 @@ async function run(dir: string, clahe: boolean, onProgress: (done: number, total
   let groupMatched = 0;
   for (const [i, file] of files.entries()) {
     const img = await decodeRgb(join(dir, 'images', file), clahe);
-    const mask = await decodeMask(join(dir, 'masks', file));
+    const mask = await decodeMask(join(dir, 'masks', file), img.width, img.height);
     const t0 = performance.now();
     const seg = await segmentCells(img);
     const ms = performance.now() - t0;

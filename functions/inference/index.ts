@@ -1,127 +1,149 @@
 /**
- * inference: POST /predict with an image body (API Gateway proxy event) -> the cells found, each classified
- * plasma / other by the latest published model, the plasma-cell count and fraction, and an overlay PNG.
- * User mistakes get a 4xx with a JSON message, never a 500.
+ * inference: the Myeloscope API (API Gateway REST proxy events).
+ *
+ *   POST /predict            image bytes as the body (<= MAX_DIRECT_BYTES), or ?key=uploads/... / {"key": ...}
+ *                            for an image uploaded through /uploads; ?explain=all|<id>[,<id>] adds saliency maps
+ *   POST /uploads            {"contentType": "image/tiff"} -> { uploadUrl, key, expiresIn, headers } (S3 PUT)
+ *   GET  /report[?runId=]    the evaluation report of the latest published model
+ *
+ * Cells are classified by the latest published model (reloaded when models/latest.json changes). User
+ * mistakes get a 4xx with a JSON { error: { code, message } }, never a 500.
  */
 import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
-import * as tf from '@tensorflow/tfjs';
-import { isInputError, MyeloscopeError } from '../../layers/core/src/errors.ts';
-import { LATEST_POINTER_KEY } from '../../layers/core/src/keys.ts';
-import { preprocessImage } from '../../layers/core/src/image/index.ts';
-import { analyseCells } from '../../layers/core/src/pipeline.ts';
-import { initBackend } from '../../layers/core/src/ml/backend.ts';
-import { cropsToTensor } from '../../layers/core/src/ml/data.ts';
-import { loadModel } from '../../layers/core/src/ml/io.ts';
-import { predictScores } from '../../layers/core/src/ml/evaluate.ts';
+import { isInputError, type MyeloscopeError } from '../../layers/core/src/errors.ts';
 import { bucketName } from '../../layers/aws/src/config.ts';
 import { S3Store } from '../../layers/aws/src/s3.ts';
 import { log } from '../../layers/aws/src/events.ts';
-import type { LatestPointer } from '../publish/index.ts';
+import {
+  BadRequestError,
+  HttpError,
+  MethodNotAllowedError,
+  PayloadTooLargeError,
+  UnsupportedMediaTypeError,
+  bodyBytes,
+  errorResponse,
+  json,
+  jsonBody,
+  mediaType,
+  query,
+} from './http.ts';
+import { ModelCache } from './model.ts';
+import { predict, type PredictOptions } from './predict.ts';
+import { createUpload, readUpload } from './uploads.ts';
+import { latestReport } from './report.ts';
+
+const num = (name: string, fallback: number): number => {
+  const v = Number(process.env[name] ?? fallback);
+  return Number.isFinite(v) ? v : fallback;
+};
 
 const models = new S3Store(bucketName('models'));
-const maxSize = Number(process.env.PREPROCESS_MAX_SIZE ?? 512);
-const cropSize = Number(process.env.CROP_SIZE ?? 64);
-const maxBytes = Number(process.env.MAX_UPLOAD_BYTES ?? 6 * 1024 * 1024);
+let work: S3Store | undefined;
+const workStore = (): S3Store => (work ??= new S3Store(bucketName('work')));
+
+const maxSize = num('PREPROCESS_MAX_SIZE', 512);
+/**
+ * Direct POST bodies reach Lambda base64-encoded (4/3 larger) and a synchronous invocation carries at most
+ * 6 MB, so the raw image must stay under ~4.5 MB; larger images go through POST /uploads.
+ */
+const maxDirectBytes = num('MAX_DIRECT_BYTES', 4_500_000);
+/** Images uploaded through /uploads. */
+const maxUploadBytes = num('MAX_UPLOAD_BYTES', 50 * 1024 * 1024);
+const uploadExpirySeconds = num('UPLOAD_URL_EXPIRES_SECONDS', 300);
 /** Above this fraction of nucleated cells the image is flagged (>= 10 % clonal marrow plasma cells is a myeloma criterion). */
-const fractionThreshold = Number(process.env.PLASMA_FRACTION_THRESHOLD ?? 0.1);
-const cellThreshold = 0.5;
-/** How often a warm container looks for a newer published model. */
-const modelRefreshMs = Number(process.env.MODEL_REFRESH_SECONDS ?? 60) * 1000;
+const fractionThreshold = num('PLASMA_FRACTION_THRESHOLD', 0.1);
+const cellThreshold = num('CELL_PROBABILITY_THRESHOLD', 0.5);
+/** How often a warm container looks for a newer published model (0: every request). */
+const cache = new ModelCache(models, num('MODEL_REFRESH_SECONDS', 60) * 1000, num('CROP_SIZE', 64));
 
-class NoModelError extends MyeloscopeError {
-  constructor() {
-    super('no-model', 'no model has been published yet: run the training workflow first');
-  }
-}
-
-let cached: { runId: string; model: tf.LayersModel; inputSize: number; checkedAt: number } | undefined;
-
-async function latestModel() {
-  if (cached && Date.now() - cached.checkedAt < modelRefreshMs) return cached;
-  if (!(await models.exists(LATEST_POINTER_KEY))) throw new NoModelError();
-  const pointer = await models.getJson<LatestPointer>(LATEST_POINTER_KEY);
-  if (cached?.runId === pointer.runId) {
-    cached.checkedAt = Date.now();
-    return cached;
-  }
-  await initBackend();
-  const model = await loadModel(models, pointer.modelPrefix);
-  const shape = model.inputs[0]?.shape;
-  const inputSize = typeof shape?.[1] === 'number' ? shape[1] : cropSize;
-  cached?.model.dispose();
-  cached = { runId: pointer.runId, model, inputSize, checkedAt: Date.now() };
-  log('info', 'model loaded', { runId: pointer.runId });
-  return cached;
-}
-
-function json(statusCode: number, body: unknown): APIGatewayProxyResult {
-  return {
-    statusCode,
-    headers: { 'content-type': 'application/json', 'access-control-allow-origin': '*' },
-    body: JSON.stringify(body),
-  };
-}
-
-function errorResponse(status: number, code: string, message: string): APIGatewayProxyResult {
-  return json(status, { error: { code, message } });
-}
-
-function header(event: APIGatewayProxyEvent, name: string): string | undefined {
-  const hit = Object.entries(event.headers ?? {}).find(([k]) => k.toLowerCase() === name);
-  return hit?.[1] ?? undefined;
-}
+const DIRECT_TYPES = 'image/jpeg, image/png, image/tiff, image/bmp, image/webp, image/gif or application/octet-stream';
 
 export async function handler(event: APIGatewayProxyEvent): Promise<APIGatewayProxyResult> {
-  if (event.httpMethod !== 'POST') return errorResponse(405, 'method-not-allowed', 'use POST with an image as the body');
-  const contentType = (header(event, 'content-type') ?? '').split(';')[0]?.trim().toLowerCase() ?? '';
-  if (contentType && !contentType.startsWith('image/') && contentType !== 'application/octet-stream') {
-    return errorResponse(415, 'unsupported-media-type', `send the image bytes with Content-Type image/* or application/octet-stream (got ${contentType})`);
-  }
-  const body = Buffer.from(event.body ?? '', event.isBase64Encoded ? 'base64' : 'binary');
-  if (body.length === 0) return errorResponse(400, 'empty-input', 'the request body is empty: send an image');
-  if (body.length > maxBytes) return errorResponse(413, 'too-large', `the image is ${body.length} bytes; the limit is ${maxBytes}`);
+  const path = event.resource || event.path;
   try {
-    const current = await latestModel();
-    const pre = await preprocessImage(body, { maxSize });
-    const analysis = await analyseCells(pre.image, undefined, { cropSize: current.inputSize, encodeCrops: false });
-    let probs: number[] = [];
-    if (analysis.crops.length) {
-      const x = cropsToTensor(analysis.crops.map((c) => c.image));
-      probs = Array.from(await predictScores(current.model, x, 64));
-      x.dispose();
+    if (path === '/predict') {
+      if (event.httpMethod !== 'POST') throw new MethodNotAllowedError(event.httpMethod, path, 'POST with an image as the body');
+      return json(200, await predictRequest(event));
     }
-    const cells = analysis.cells.map((c, i) => {
-      const p = probs[i] ?? 0;
-      return { id: c.id, bbox: c.bbox, area: c.area, centroid: c.centroid, class: p >= cellThreshold ? 'plasma' : 'other', probability: round(p) };
-    });
-    const plasma = cells.filter((c) => c.class === 'plasma').length;
-    const fraction = cells.length ? plasma / cells.length : 0;
-    return json(200, {
-      runId: current.runId,
-      image: { width: pre.source.width, height: pre.source.height, format: pre.source.format, analysedWidth: analysis.width, analysedHeight: analysis.height },
-      nucleatedCellCount: cells.length,
-      plasmaCellCount: plasma,
-      plasmaCellFraction: round(fraction),
-      call: {
-        label: fraction >= fractionThreshold ? 'plasma-cell-fraction-high' : 'plasma-cell-fraction-low',
-        threshold: fractionThreshold,
-        cellProbabilityThreshold: cellThreshold,
-        note: 'research use only: a count on one field of view, not a diagnosis',
-      },
-      cells,
-      overlayPng: analysis.overlayPng.toString('base64'),
-    });
+    if (path === '/uploads') {
+      if (event.httpMethod !== 'POST') throw new MethodNotAllowedError(event.httpMethod, path, 'POST');
+      const body = mediaType(event) === 'application/json' || mediaType(event) === '' ? jsonBody(event) : {};
+      const type = body.contentType;
+      if (type !== undefined && typeof type !== 'string') throw new BadRequestError('invalid-input', 'contentType must be a string');
+      return json(200, await createUpload(workStore().bucket, type, uploadExpirySeconds));
+    }
+    if (path === '/report') {
+      if (event.httpMethod !== 'GET') throw new MethodNotAllowedError(event.httpMethod, path, 'GET');
+      return await latestReport(models, query(event, 'runId'));
+    }
+    return errorResponse(404, 'not-found', `no route ${event.httpMethod} ${path}`);
   } catch (err) {
-    if (err instanceof NoModelError) return errorResponse(503, err.code, err.message);
-    if (isInputError(err)) {
-      const status = err.code === 'unsupported-format' ? 415 : err.code === 'image-limit' ? 413 : 400;
-      return errorResponse(status, err.code, err.message);
-    }
-    log('error', 'inference failed', { error: err instanceof Error ? err.message : String(err) });
-    return errorResponse(500, 'internal', 'the prediction failed on our side; try again or report it');
+    return failure(err);
   }
 }
 
-function round(v: number): number {
-  return Math.round(v * 1e4) / 1e4;
+async function predictRequest(event: APIGatewayProxyEvent) {
+  const type = mediaType(event);
+  let key = query(event, 'key');
+  let explainParam = query(event, 'explain');
+  let bytes: Uint8Array;
+  if (type === 'application/json') {
+    const body = jsonBody(event);
+    if (body.key !== undefined) {
+      if (typeof body.key !== 'string') throw new BadRequestError('invalid-input', 'key must be a string');
+      key = body.key;
+    }
+    if (body.explain !== undefined) explainParam = Array.isArray(body.explain) ? body.explain.join(',') : String(body.explain);
+    if (key === undefined) throw new BadRequestError('missing-key', 'a JSON body must name an uploaded image: {"key": "uploads/..."} (see POST /uploads), or send the image bytes with an image/* Content-Type');
+  }
+  if (key !== undefined) {
+    bytes = await readUpload(workStore(), key, maxUploadBytes);
+  } else {
+    if (type === 'multipart/form-data') {
+      throw new UnsupportedMediaTypeError(`send the image bytes as the body (Content-Type ${DIRECT_TYPES}), not a multipart form`);
+    }
+    if (type && !type.startsWith('image/') && type !== 'application/octet-stream') {
+      throw new UnsupportedMediaTypeError(`send the image bytes with Content-Type ${DIRECT_TYPES} (got ${type})`);
+    }
+    bytes = bodyBytes(event);
+    if (bytes.length === 0) throw new BadRequestError('empty-input', 'the request body is empty: send an image');
+    if (bytes.length > maxDirectBytes) {
+      throw new PayloadTooLargeError(
+        `the image is ${bytes.length} bytes; a direct POST is limited to ${maxDirectBytes} bytes (Lambda takes 6 MB and the body arrives base64-encoded, 4/3 larger): ` +
+          'POST /uploads for a presigned upload URL, PUT the image there, then POST /predict?key=<key>',
+      );
+    }
+  }
+  const options: PredictOptions = { maxSize, cellThreshold, fractionThreshold, explain: parseExplain(explainParam) };
+  return cache.use((m) => predict(bytes, m, options));
+}
+
+function parseExplain(v: string | undefined): PredictOptions['explain'] {
+  if (v === undefined || v === '' || v === 'none') return [];
+  if (v === 'all') return 'all';
+  const ids = v.split(',').map((s) => Number(s.trim()));
+  if (ids.some((id) => !Number.isInteger(id) || id < 1)) {
+    throw new BadRequestError('invalid-explain', `explain must be 'all' or cell ids like 3,7 (got ${JSON.stringify(v)})`);
+  }
+  return ids;
+}
+
+const INPUT_STATUS: Record<string, number> = {
+  'unsupported-format': 415,
+  'image-limit': 413,
+  'corrupt-image': 422,
+  'empty-input': 400,
+  'invalid-input': 400,
+};
+
+function failure(err: unknown): APIGatewayProxyResult {
+  if (err instanceof HttpError) return errorResponse(err.status, err.code, err.message);
+  if (isInputError(err)) {
+    const e: MyeloscopeError = err;
+    // image-limit covers both ends: over the pixel limit is 413, under the minimum side is unprocessable.
+    const status = e.code === 'image-limit' && /too small/.test(e.message) ? 422 : (INPUT_STATUS[e.code] ?? 400);
+    return errorResponse(status, e.code, e.message);
+  }
+  log('error', 'request failed', { error: err instanceof Error ? (err.stack ?? err.message) : String(err) });
+  return errorResponse(500, 'internal', 'the request failed on our side; try again or report it');
 }

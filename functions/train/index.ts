@@ -9,6 +9,7 @@ import type { Manifest, RunState } from '../../layers/core/src/workflow.ts';
 import { loadCrops } from '../../layers/core/src/dataset.ts';
 import { initBackend } from '../../layers/core/src/ml/backend.ts';
 import { buildCellModel } from '../../layers/core/src/ml/model.ts';
+import { buildImageModel } from '../../layers/core/src/ml/image-model.ts';
 import { cropsToTensor } from '../../layers/core/src/ml/data.ts';
 import { trainCellModel } from '../../layers/core/src/ml/train.ts';
 import { saveModel } from '../../layers/core/src/ml/io.ts';
@@ -33,7 +34,10 @@ export async function handler(state: RunState): Promise<RunState> {
   ]);
   const data = { x: cropsToTensor(trainCrops), y: tf.tensor2d(trainSamples.map((s) => [s.label])) };
   const val = valSamples.length ? { x: cropsToTensor(valCrops), y: tf.tensor2d(valSamples.map((s) => [s.label])) } : undefined;
-  const model = buildCellModel({ inputSize: params.inputSize, seed: params.seed });
+  const model =
+    params.task === 'images'
+      ? buildImageModel({ inputSize: params.inputSize, seed: params.seed })
+      : buildCellModel({ inputSize: params.inputSize, seed: params.seed });
   const history = await trainCellModel(model, data, val, {
     epochs: params.epochs,
     batchSize: params.batchSize,

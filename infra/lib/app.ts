@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { App } from 'aws-cdk-lib';
 import { MyeloscopeStack } from './myeloscope-stack.ts';
+import { applyNag } from './nag.ts';
 import { STACK_NAME } from './names.ts';
 
 export interface CreateAppOptions {
@@ -14,6 +15,12 @@ export interface CreateAppOptions {
    * @default true
    */
   validation?: boolean;
+  /**
+   * Hold the app to cdk-nag's AwsSolutions and HIPAA Security packs at synth (see nag.ts). The local cloud
+   * turns it off: it only reads the template back, and `cdk synth` and the tests check it.
+   * @default true
+   */
+  nag?: boolean;
 }
 
 /**
@@ -40,5 +47,6 @@ export function createApp(opts: CreateAppOptions = {}): { app: App; stack: Myelo
   const stack = new MyeloscopeStack(app, STACK_NAME, {
     description: 'Myeloscope: multiple-myeloma plasma cells in bone-marrow microscopy',
   });
+  if (opts.nag !== false) applyNag(app);
   return { app, stack };
 }

@@ -7,6 +7,7 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import type { Construct } from 'constructs';
 import { EXTERNAL_MODULES, tfjsWasmDir } from '../../layers/deps/build.ts';
 import type { DepsLayer } from './deps-layer.ts';
+import { ack } from './nag.ts';
 import { FUNCTION_TAG, type FunctionName } from './names.ts';
 
 /** The repository root: functions/, layers/ and package-lock.json live there. */
@@ -105,6 +106,23 @@ export class HandlerFunction extends NodejsFunction {
     });
     this.handlerName = props.name;
     Tags.of(this).add(FUNCTION_TAG, props.name);
+    ack(logGroup, {
+      'HIPAA.Security-CloudWatchLogGroupEncrypted':
+        'Encrypted at rest by CloudWatch Logs; the handlers log keys and counts, never image data.',
+    });
+    ack(this, {
+      'AwsSolutions-L1': 'Pinned to nodejs22.x: the deps layer (sharp, OpenCV.js) is built and tested for it; upgrades are deliberate.',
+      'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]':
+        'The AWS-managed logging policy of every Lambda function: writing its own logs only.',
+      'AwsSolutions-IAM5[Resource::*]': 'X-Ray tracing (xray:PutTraceSegments, PutTelemetryRecords) has no resource-level permissions.',
+      'HIPAA.Security-IAMNoInlinePolicy': 'The CDK grants, scoped to this one role and removed with it.',
+      'HIPAA.Security-LambdaConcurrency':
+        'S3 events and the throttled API bound the load; reserving concurrency would take it from the account pool.',
+      'HIPAA.Security-LambdaDLQ':
+        'S3-triggered failures are quarantined or retried by S3; workflow failures are kept by Step Functions; API calls are synchronous.',
+      'HIPAA.Security-LambdaInsideVPC':
+        'The functions reach only S3 over TLS with IAM: a VPC would need NAT or endpoints and protect nothing more.',
+    });
   }
 }
 

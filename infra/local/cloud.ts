@@ -5,11 +5,13 @@
  */
 import { join } from 'node:path';
 import { rm } from 'node:fs/promises';
-import { synthesizeLocal, type LocalApp } from './template.ts';
+import { LOCAL_BUCKET_NAMES, synthesizeLocal, type LocalApp } from './template.ts';
 import { startLocalS3, type LocalS3 } from './s3.ts';
 import { EventDispatcher, type EventHandler, type Notification } from './dispatcher.ts';
 import { runExecution, type ExecutionOptions, type ExecutionResult, type TaskHandler } from './stepfunctions.ts';
 import { startLocalApi, type ApiHandler, type LocalApi } from './api.ts';
+import { startSfnApi, type LocalSfnApi } from './sfn-api.ts';
+import { STACK_NAME } from '../lib/names.ts';
 
 export interface LocalCloudOptions {
   /** Where the local S3 keeps its data. @default ".myeloscope" in the working directory */
@@ -20,6 +22,8 @@ export interface LocalCloudOptions {
   s3Port?: number;
   /** @default 8787, or any free port when taken; 0 for any free port */
   apiPort?: number;
+  /** Local Step Functions API. @default 8083, or any free port when taken; 0 for any free port */
+  sfnPort?: number;
   /** Concurrent S3-triggered invocations. @default 2 (the cores of the reference machine) */
   concurrency?: number;
   /** Receives each delivered S3 event's handler result. */
@@ -30,10 +34,13 @@ export interface LocalCloud {
   app: LocalApp;
   s3: LocalS3;
   api: LocalApi;
+  /** The Step Functions API (AWS JSON 1.0) in front of the local interpreter: what @aws-sdk/client-sfn talks to. */
+  sfn: LocalSfnApi;
   buckets: { raw: string; work: string; models: string };
   dispatcher: EventDispatcher;
   /** Resolves when every S3-triggered invocation so far has finished (including the ones they caused). */
   idle(): Promise<void>;
+  /** Runs the training state machine in-process, bypassing the Step Functions API. */
   runTraining(input: unknown, opts: ExecutionOptions): Promise<ExecutionResult>;
   close(): Promise<void>;
 }
@@ -45,7 +52,8 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
   const s3Dir = join(stateDir, 's3');
   if (opts.fresh) await rm(s3Dir, { recursive: true, force: true });
   const app = await synthesizeLocal();
-  const buckets = { raw: 'myeloscope-raw', work: 'myeloscope-work', models: 'myeloscope-models' };
+  // The names the resolved local definition refers to (template.ts).
+  const buckets = { ...LOCAL_BUCKET_NAMES };
   const s3 = await startLocalS3({ directory: s3Dir, buckets: Object.values(buckets), port: opts.s3Port ?? 4569 });
 
   // The handlers read their configuration at module load, as on Lambda: set it before importing them.
@@ -88,12 +96,27 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
     handlers: handlers as Record<string, ApiHandler>,
     binaryMediaTypes: app.api.binaryMediaTypes,
     port: opts.apiPort ?? 8787,
+    // The web page, served beside the API as a static host would on AWS.
+    staticDir: new URL('../../functions/web/', import.meta.url),
   });
+
+  const runTraining = (input: unknown, execOpts: ExecutionOptions): Promise<ExecutionResult> =>
+    runExecution(app.stateMachine.definition, app.stateMachine.taskFunctions, handlers as Record<string, TaskHandler>, input, execOpts);
+  const sfn = await startSfnApi({
+    stateMachineName: stateMachineName(app),
+    definition: app.stateMachine.definition,
+    run: runTraining,
+    port: opts.sfnPort ?? 8083,
+  });
+  // Clients in this process (and the env lines `serve` prints) find the workflow as they would on AWS.
+  process.env.AWS_ENDPOINT_URL_SFN = sfn.endpoint;
+  process.env.STATE_MACHINE_ARN = sfn.stateMachineArn;
 
   return {
     app,
     s3,
     api,
+    sfn,
     buckets,
     dispatcher,
     // A handler's writes trigger further events a moment later: idle twice in a row means settled.
@@ -104,11 +127,18 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
         if (dispatcher.isIdle()) return;
       }
     },
-    runTraining: (input, execOpts) =>
-      runExecution(app.stateMachine.definition, app.stateMachine.taskFunctions, handlers as Record<string, TaskHandler>, input, execOpts),
+    runTraining,
     async close() {
+      await sfn.close();
       await api.close();
       await s3.close();
     },
   };
+}
+
+/** The template's StateMachineName when the CDK app sets one, else "<stack>Training" (AWS would generate one). */
+function stateMachineName(app: LocalApp): string {
+  const resources = (app.template.Resources ?? {}) as Record<string, { Properties?: { StateMachineName?: unknown } }>;
+  const name = resources[app.stateMachine.logicalId]?.Properties?.StateMachineName;
+  return typeof name === 'string' && name ? name : `${STACK_NAME}Training`;
 }

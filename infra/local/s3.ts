@@ -1,6 +1,7 @@
 /** The local S3: s3rver on loopback, its data in a folder, with the buckets the CDK app defines. */
 import type { EventEmitter } from 'node:events';
 import { mkdir } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import S3rver from 's3rver';
 
 /** s3rver's event: AWS's record shape, but keys not URL-encoded and a made-up ARN. */
@@ -30,16 +31,11 @@ export async function startLocalS3(opts: { directory: string; buckets: string[];
       directory: opts.directory,
       configureBuckets: opts.buckets.map((name) => ({ name, configs: [] })),
     });
-  let server = make(opts.port ?? 0);
-  let info;
-  try {
-    info = await server.run();
-  } catch (err) {
-    // A busy fixed port falls back to any free one: the endpoint is printed, not assumed.
-    if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || !opts.port) throw err;
-    server = make(0);
-    info = await server.run();
-  }
+  // s3rver reports a busy port as an unhandled 'error' event, not a rejection: probe the port first, and
+  // fall back to any free one (the endpoint is printed, not assumed).
+  const port = opts.port && (await portIsFree(opts.port, address)) ? opts.port : 0;
+  const server = make(port);
+  const info = await server.run();
   const endpoint = `http://${address}:${info.port}`;
   return {
     endpoint,
@@ -47,4 +43,12 @@ export async function startLocalS3(opts: { directory: string; buckets: string[];
     onEvent: (listener) => (server as unknown as EventEmitter).on('event', listener),
     close: () => server.close(),
   };
+}
+
+function portIsFree(port: number, address: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = createServer();
+    probe.once('error', () => resolve(false));
+    probe.listen(port, address, () => probe.close(() => resolve(true)));
+  });
 }

@@ -5,11 +5,12 @@
  */
 import { parseArgs } from 'node:util';
 import { readdir, readFile, mkdir, appendFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { startLocalCloud } from './cloud.ts';
 import { setLogSink } from '../../layers/aws/src/events.ts';
-import { DEFAULT_PARAMS, type RunState, type Manifest } from '../../layers/core/src/workflow.ts';
+import { DEFAULT_PARAMS, parseRunInput, type RunState, type Manifest } from '../../layers/core/src/workflow.ts';
+import { followRun, runOutput, startRun, stateOf } from '../../layers/aws/src/workflow-client.ts';
 
 const HELP = `Usage: npm start -- [options]
 
@@ -24,36 +25,71 @@ Options:
   --fresh            start from empty local buckets (default: keep .myeloscope/ from earlier runs)
   --api-port <port>  inference API port (default 8787; another free port if taken)
   --s3-port <port>   local S3 port (default 4569; another free port if taken)
+  --sfn-port <port>  local Step Functions API port (default 8083; another free port if taken)
   --exit             stop after the demo prediction instead of serving the API
   -h, --help         show this help`;
 
-const { values: args } = parseArgs({
-  options: {
-    data: { type: 'string', default: 'test/data/segpc2021' },
-    dataset: { type: 'string', default: 'segpc' },
-    limit: { type: 'string' },
-    epochs: { type: 'string' },
-    fresh: { type: 'boolean', default: false },
-    'api-port': { type: 'string', default: '8787' },
-    's3-port': { type: 'string', default: '4569' },
-    exit: { type: 'boolean', default: false },
-    help: { type: 'boolean', short: 'h', default: false },
-  },
-});
+let parsed;
+try {
+  parsed = parseArgs({
+    options: {
+      data: { type: 'string', default: 'test/data/segpc2021' },
+      dataset: { type: 'string', default: 'segpc' },
+      limit: { type: 'string' },
+      epochs: { type: 'string' },
+      fresh: { type: 'boolean', default: false },
+      'api-port': { type: 'string', default: '8787' },
+      's3-port': { type: 'string', default: '4569' },
+      'sfn-port': { type: 'string', default: '8083' },
+      exit: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+} catch (err) {
+  console.error(`${(err as Error).message}\nRun npm start -- --help for the options.`);
+  process.exit(2);
+}
+const args = parsed.values;
 if (args.help) {
   console.log(HELP);
   process.exit(0);
 }
 
-function intArg(name: string, v: string | undefined): number | undefined {
+function usage(message: string): never {
+  console.error(`${message}\nRun npm start -- --help for the options.`);
+  process.exit(2);
+}
+
+function intArg(name: string, v: string | undefined, min = 0, max = Number.MAX_SAFE_INTEGER): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 0) {
-    console.error(`--${name} must be a whole number (got ${v})`);
-    process.exit(2);
-  }
+  if (v.trim() === '' || !Number.isInteger(n) || n < min || n > max) usage(`--${name} must be a whole number ${max === Number.MAX_SAFE_INTEGER ? `of at least ${min}` : `from ${min} to ${max}`} (got ${v})`);
   return n;
 }
+
+// Every option is checked before anything starts.
+const apiPort = intArg('api-port', args['api-port'], 0, 65535) ?? 8787;
+const s3Port = intArg('s3-port', args['s3-port'], 0, 65535) ?? 4569;
+const sfnPort = intArg('sfn-port', args['sfn-port'], 0, 65535) ?? 8083;
+const limit = intArg('limit', args.limit, 1);
+const epochs = intArg('epochs', args.epochs, 1);
+const trainingInput: Record<string, unknown> = { dataset: args.dataset, ...(epochs ? { epochs } : {}) };
+try {
+  parseRunInput(trainingInput);
+} catch (err) {
+  usage(`invalid option: ${(err as Error).message}`);
+}
+const dataDir = resolve(args.data as string);
+let imageFiles: string[];
+try {
+  imageFiles = (await readdir(join(dataDir, 'images')))
+    .filter((f) => !f.startsWith('.'))
+    .sort((a, b) => a.localeCompare(b, 'en', { numeric: true }));
+} catch {
+  usage(`--data ${args.data}: expected a folder with images/ (and masks/) inside, but ${join(dataDir, 'images')} cannot be read`);
+}
+const chosen = limit ? imageFiles.slice(0, limit) : imageFiles;
+if (chosen.length === 0) usage(`no images in ${join(dataDir, 'images')}`);
 
 const t0 = performance.now();
 const tty = process.stdout.isTTY === true;
@@ -94,8 +130,9 @@ let segmentedCells = 0;
 let plasmaCells = 0;
 const cloud = await startLocalCloud({
   fresh: args.fresh,
-  apiPort: intArg('api-port', args['api-port']) ?? 8787,
-  s3Port: intArg('s3-port', args['s3-port']) ?? 4569,
+  apiPort,
+  s3Port,
+  sfnPort,
   onDelivered: (fn, _key, result) => {
     for (const r of (result as { results?: { status: string; cellCount?: number; plasmaCount?: number }[] }).results ?? []) {
       outcomes.set(`${fn}:${r.status}`, (outcomes.get(`${fn}:${r.status}`) ?? 0) + 1);
@@ -107,18 +144,10 @@ const cloud = await startLocalCloud({
   },
 });
 stageEnd('start local cloud (synth + S3 + API)', s);
-console.log(`[1/5] local cloud up: S3 ${cloud.s3.endpoint}, API ${cloud.api.url} (state in .myeloscope/)`);
+console.log(`[1/5] local cloud up: S3 ${cloud.s3.endpoint}, Step Functions ${cloud.sfn.endpoint}, API ${cloud.api.url} (state in .myeloscope/)`);
 
 // Upload: masks first, so each image's segment run already sees its mask (either order works).
 s = stageStart();
-const dataDir = args.data as string;
-const imageFiles = (await readdir(join(dataDir, 'images'))).filter((f) => !f.startsWith('.')).sort((a, b) => a.localeCompare(b, 'en', { numeric: true }));
-const limit = intArg('limit', args.limit);
-const chosen = limit ? imageFiles.slice(0, limit) : imageFiles;
-if (chosen.length === 0) {
-  console.error(`no images in ${join(dataDir, 'images')}`);
-  process.exit(1);
-}
 const client = new S3Client({ endpoint: cloud.s3.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
 const label = 'myeloma';
 let uploaded = 0;
@@ -155,35 +184,58 @@ console.log(
 for (const f of cloud.dispatcher.failures) console.log(`      FAILED ${f.function} ${f.key}: ${f.error}`);
 
 s = stageStart();
-const runName = `run-${new Date().toISOString().replace(/[:.]/g, '-').replace(/-\d\dZ$/, 'Z')}-${Math.random().toString(36).slice(2, 6)}`;
-const input: Record<string, unknown> = { dataset: args.dataset };
-const epochs = intArg('epochs', args.epochs);
-if (epochs) input.epochs = epochs;
+// e.g. run-2026-12-03T19-28-07Z-3kyk: sortable, unique, key-safe.
+const runName = `run-${new Date().toISOString().replace(/\.\d+Z$/, 'Z').replace(/:/g, '-')}-${Math.random().toString(36).slice(2, 6)}`;
+const input = trainingInput;
 console.log(`[4/5] training state machine (definition from the CDK template), execution ${runName}`);
-const result = await cloud.runTraining(input, {
-  name: runName,
-  onStateEntered: (state) => console.log(`  -> ${state}`),
-  onStateExited: (state, secs) => console.log(`  <- ${state} (${secs.toFixed(1)} s)`),
+// Started and followed through the Step Functions API, exactly as against AWS (cloud.ts set the endpoint and ARN).
+const stateTimings: Record<string, number> = {};
+const enteredAt = new Map<string, number>();
+let executionArn: string;
+try {
+  ({ executionArn } = await startRun(input, { name: runName }));
+} catch (err) {
+  // Bad input (e.g. --dataset with a "/") is refused before a run starts: say why, without a stack.
+  console.error(`\nCannot start the training run: ${(err as Error).message}`);
+  await cloud.close();
+  process.exit(2);
+}
+const result = await followRun(executionArn, {
+  pollMs: 250,
+  onEvent: (ev) => {
+    const state = stateOf(ev);
+    if (!state || !ev.type) return;
+    const at = ev.timestamp?.getTime() ?? Date.now();
+    if (ev.type.endsWith('StateEntered')) {
+      enteredAt.set(state, at);
+      console.log(`  -> ${state}`);
+    } else if (ev.type.endsWith('StateExited')) {
+      const secs = (at - (enteredAt.get(state) ?? at)) / 1000;
+      stateTimings[state] = (stateTimings[state] ?? 0) + secs;
+      console.log(`  <- ${state} (${secs.toFixed(1)} s)`);
+    }
+  },
 });
 stageEnd('training workflow', s);
 if (result.status !== 'SUCCEEDED') {
-  console.error(`\nTraining execution ${runName} FAILED: ${result.error}: ${result.cause}`);
+  console.error(`\nTraining execution ${runName} ${result.status}: ${result.error}: ${result.cause}`);
   console.error(`Handler logs: ${logFile}`);
   await cloud.close();
   process.exit(1);
 }
-for (const [state, secs] of Object.entries(result.timings)) timings.push([`  ${state}`, secs]);
-const run = result.output as RunState;
+for (const [state, secs] of Object.entries(stateTimings)) timings.push([`  ${state}`, secs]);
+const run = runOutput<RunState>(result) as RunState;
 
 s = stageStart();
 const manifestKey = run.manifestUri.replace(`s3://${cloud.buckets.work}/`, '');
 const manifest = JSON.parse(
   Buffer.from(await (await fetchObject(client, cloud.buckets.work, manifestKey))).toString('utf8'),
 ) as Manifest;
-// Predict an image the model never saw: the first held-out source image, from the bundled folder.
-const testSource = manifest.samples.find((x) => x.split === 'test')?.sourceImage ?? '';
-const testName = testSource.split('/').pop()?.replace(/\.png$/, '') ?? '';
-const demoFile = chosen.find((f) => f.replace(/\.[^.]+$/, '') === testName) ?? (chosen[0] as string);
+// Predict an image the model never saw: a held-out source image of this run, from the data folder.
+const stem = (f: string) => f.replace(/\.[^./]+$/, '');
+const testNames = new Set(manifest.samples.filter((x) => x.split === 'test').map((x) => stem(x.sourceImage.split('/').pop() ?? '')));
+const heldOut = imageFiles.find((f) => testNames.has(stem(f)));
+const demoFile = heldOut ?? (chosen[0] as string);
 const demoPath = join(dataDir, 'images', demoFile);
 const response = await fetch(`${cloud.api.url}/predict`, {
   method: 'POST',
@@ -209,12 +261,30 @@ console.log(`\nRun id:        ${run.runId}`);
 console.log(`Data:          ${run.counts.sources} images with masks; cells train ${run.counts.train}, val ${run.counts.val}, test ${run.counts.test} (split by source image)`);
 console.log(`Backend:       ${run.backend}`);
 if (m) {
-  console.log(`Held-out:      accuracy ${m.accuracy.toFixed(3)}, ROC AUC ${m.rocAuc === null ? 'n/a' : m.rocAuc.toFixed(3)} on ${m.testCells} cells from ${m.testImages} images`);
+  // Each value with its bootstrap interval over held-out images (null interval: undefined in every replicate).
+  const withCi = (v: number | null, ci: [number, number] | null, d = 3) =>
+    v === null || !Number.isFinite(v) ? 'n/a' : `${v.toFixed(d)}${ci ? ` [${ci[0].toFixed(d)}, ${ci[1].toFixed(d)}]` : ''}`;
+  console.log(`Held-out:      ${m.testCells} cells from ${m.testImages} images; ${Math.round(m.ciLevel * 100)} % intervals from ${m.bootstrapReplicates} bootstrap resamples of the images`);
+  console.log(`               ROC AUC ${withCi(m.rocAuc, m.rocAucCi)}, accuracy ${withCi(m.accuracy, m.accuracyCi)}, balanced accuracy ${withCi(m.balancedAccuracy, m.balancedAccuracyCi)}`);
+  console.log(`               plasma-cell count per image: mean absolute error ${withCi(m.meanAbsCountError, m.meanAbsCountErrorCi, 2)}`);
 }
 console.log(`Model:         ${run.publishedUri}model.json (and models/latest.json)`);
 console.log(`Report:        ${run.reportUri}`);
+// A copy of the self-contained HTML report on disk, to open in a browser.
+const reportMatch = /^s3:\/\/([^/]+)\/(.+)$/.exec(run.reportUri ?? '');
+if (reportMatch) {
+  try {
+    const { writeFile } = await import('node:fs/promises');
+    const localReport = join(stateDir, 'reports', run.runId, 'report.html');
+    await mkdir(join(stateDir, 'reports', run.runId), { recursive: true });
+    await writeFile(localReport, await fetchObject(client, reportMatch[1] as string, reportMatch[2] as string));
+    console.log(`               open ${localReport}`);
+  } catch (err) {
+    console.log(`               (could not copy the report locally: ${(err as Error).message})`);
+  }
+}
 console.log(`Evaluation:    ${run.evaluationUri}`);
-console.log(`\nPOST ${cloud.api.url}/predict with ${demoPath} -> HTTP ${response.status}`);
+console.log(`\nPOST ${cloud.api.url}/predict with ${demoPath}${heldOut ? ' (held out from training)' : ' (no held-out image of this run is in --data: this one may have been trained on)'} -> HTTP ${response.status}`);
 if (response.ok) {
   console.log(
     `  model ${prediction.runId}: ${prediction.nucleatedCellCount} nucleated cells, ${prediction.plasmaCellCount} plasma cells ` +
@@ -223,12 +293,13 @@ if (response.ok) {
 } else {
   console.log(`  error: ${prediction.error?.message}`);
 }
-console.log(`\nTry it yourself:\n  curl -s -X POST -H 'Content-Type: image/jpeg' --data-binary @${demoPath} ${cloud.api.url}/predict | head -c 600; echo`);
-
+const curl = `curl -s -X POST -H 'Content-Type: image/jpeg' --data-binary @${demoPath} ${cloud.api.url}/predict | head -c 600; echo`;
 if (args.exit || !response.ok) {
+  console.log(`\nThe API is stopped (--exit). npm run serve starts it again with this model; then:\n  ${curl}`);
   await cloud.close();
   process.exit(response.ok ? 0 : 1);
 }
+console.log(`\nTry it yourself (or open ${cloud.api.url}/ in a browser):\n  ${curl}`);
 console.log(`\nServing the inference API on ${cloud.api.url} (local S3 on ${cloud.s3.endpoint}). Press Ctrl+C to stop.`);
 const stop = async () => {
   await cloud.close();

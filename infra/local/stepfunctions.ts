@@ -8,7 +8,8 @@ import { StateMachine, type RunOptions, type StateMachineDefinition } from 'aws-
 
 type LocalHandlers = NonNullable<NonNullable<RunOptions['overrides']>['taskResourceLocalHandlers']>;
 type LocalHandler = LocalHandlers[string];
-type EventLog = ReturnType<StateMachine['run']>['eventLogs'] extends AsyncGenerator<infer E> ? E : never;
+/** One event of the interpreter's log (ExecutionStarted, StateEntered, StateExited, StateFailed, ...). */
+export type ExecutionEvent = ReturnType<StateMachine['run']>['eventLogs'] extends AsyncGenerator<infer E> ? E : never;
 
 export type TaskHandler = (input: unknown) => Promise<unknown>;
 
@@ -26,8 +27,29 @@ export interface ExecutionResult {
 
 export interface ExecutionOptions {
   name: string;
+  /** $$.Execution.Id. @default an ARN under a state machine named "local" */
+  executionArn?: string;
+  /** Every interpreter event, in order, before the result resolves (the local Step Functions API builds its history from them). */
+  onEvent?: (event: ExecutionEvent) => void;
   onStateEntered?: (state: string) => void;
   onStateExited?: (state: string, seconds: number) => void;
+}
+
+const BATCH_SUBMIT_JOB = 'arn:aws:states:::batch:submitJob';
+
+/**
+ * A Batch SubmitJob task run locally: the job's container gets the run state in its RUN_STATE environment
+ * override (functions/train/container.ts), so the handler gets that state; the task's result is a job
+ * description, as .sync returns (the state machine discards or ignores it).
+ */
+function batchJob(state: string, handler: TaskHandler): TaskHandler {
+  return async (input) => {
+    const params = input as { JobName?: unknown; ContainerOverrides?: { Environment?: { Name?: unknown; Value?: unknown }[] } };
+    const value = params.ContainerOverrides?.Environment?.find((e) => e.Name === 'RUN_STATE')?.Value;
+    if (typeof value !== 'string') throw new Error(`state ${state}: the Batch job has no RUN_STATE environment override to run locally`);
+    await handler(JSON.parse(value) as unknown);
+    return { JobName: params.JobName, Status: 'SUCCEEDED' };
+  };
 }
 
 export async function runExecution(
@@ -38,25 +60,32 @@ export async function runExecution(
   opts: ExecutionOptions,
 ): Promise<ExecutionResult> {
   const local: LocalHandlers = {};
+  const states = (definition.States ?? {}) as Record<string, unknown>;
   for (const [state, fn] of Object.entries(taskFunctions)) {
     const handler = handlers[fn];
     if (!handler) throw new Error(`state ${state} invokes function "${fn}", which has no local handler`);
+    const resource = (states[state] as { Resource?: unknown } | undefined)?.Resource;
     // Handlers take and return JSON: the state machine passes parsed JSON in and serialises what comes out.
-    local[state] = handler as unknown as LocalHandler;
+    local[state] = (typeof resource === 'string' && resource.startsWith(BATCH_SUBMIT_JOB) ? batchJob(state, handler) : handler) as unknown as LocalHandler;
   }
   const machine = new StateMachine(definition as unknown as StateMachineDefinition, { validationOptions: { checkArn: false } });
   const startedAt = new Date();
   const execution = machine.run(input as never, {
     overrides: { taskResourceLocalHandlers: local, retryIntervalOverrides: {} },
     context: {
-      Execution: { Id: `arn:aws:states:us-east-1:000000000000:execution:local:${opts.name}`, Name: opts.name, StartTime: startedAt.toISOString(), Input: input as never },
+      Execution: { Id: opts.executionArn ?? `arn:aws:states:us-east-1:000000000000:execution:local:${opts.name}`, Name: opts.name, StartTime: startedAt.toISOString(), Input: input as never },
     } as never,
   });
   const timings: Record<string, number> = {};
   const entered = new Map<string, number>();
+  let failure: { error: string; cause: string } | undefined;
   const follow = (async () => {
-    for await (const ev of execution.eventLogs as AsyncGenerator<EventLog>) {
-      if (ev.type === 'StateEntered') {
+    for await (const ev of execution.eventLogs as AsyncGenerator<ExecutionEvent>) {
+      opts.onEvent?.(ev);
+      if (ev.type === 'ExecutionFailed') {
+        // The interpreter's event keeps the Fail state's Error and Cause; the rejection wraps them.
+        failure = { error: ev.Error, cause: typeof ev.Cause === 'string' ? ev.Cause : JSON.stringify(ev.Cause) };
+      } else if (ev.type === 'StateEntered') {
         entered.set(ev.state.name, ev.timestamp);
         opts.onStateEntered?.(ev.state.name);
       } else if (ev.type === 'StateExited') {
@@ -76,8 +105,8 @@ export async function runExecution(
     return {
       name: opts.name,
       status: 'FAILED',
-      error: e.name,
-      cause: e.message,
+      error: failure?.error ?? e.name,
+      cause: failure?.cause ?? e.message,
       startedAt,
       stoppedAt: new Date(),
       timings,

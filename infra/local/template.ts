@@ -3,6 +3,10 @@
  * bundling (a few seconds), and reads back from its CloudFormation template what the local cloud wires:
  * buckets, functions, S3 notifications, the training state machine (as plain ASL) and the API routes.
  * Nothing here restates the infrastructure: change the CDK app and the local cloud follows.
+ *
+ * A "function" is a Lambda function or an AWS Batch job definition tagged with its folder (the GPU train
+ * job): locally both run the folder's `handler`, and a Batch submitJob Task is bound to the folder of the
+ * job definition it submits.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,6 +16,8 @@ import { BUCKET_ROLES, BUCKET_TAG, type BucketRole, FUNCTION_TAG, STACK_NAME } f
 
 export interface LocalFunction {
   logicalId: string;
+  /** How it runs on AWS. */
+  kind: 'lambda' | 'batch';
   /** Environment.Variables as in the template: bucket names are `{ Ref: <bucket logicalId> }`. */
   environment: Record<string, unknown>;
   timeoutSeconds?: number;
@@ -45,7 +51,10 @@ export interface LocalApp {
   notifications: LocalNotification[];
   stateMachine: {
     logicalId: string;
-    /** ASL JSON; each Lambda ARN is localFunctionArn(<folder name>). */
+    /**
+     * ASL JSON; each Lambda ARN is localFunctionArn(<folder name>), each Batch job definition
+     * localJobDefinitionArn(<folder name>), each bucket name LOCAL_BUCKET_NAMES[<role>].
+     */
     definition: Record<string, unknown>;
     /** Task state name -> function folder name. */
     taskFunctions: Record<string, string>;
@@ -67,6 +76,27 @@ export function localFunctionArn(name: string): string {
   return `arn:aws:lambda:${LOCAL_REGION}:${LOCAL_ACCOUNT}:function:${name}`;
 }
 
+/** The ARN a Batch job definition tagged with a function folder name stands for in the definition. */
+export function localJobDefinitionArn(name: string): string {
+  return `arn:aws:batch:${LOCAL_REGION}:${LOCAL_ACCOUNT}:job-definition/${name}:1`;
+}
+
+/** The ARN every Batch job queue stands for in the definition (the local cloud has no queues). */
+export const LOCAL_JOB_QUEUE_ARN = `arn:aws:batch:${LOCAL_REGION}:${LOCAL_ACCOUNT}:job-queue/local`;
+
+/**
+ * Bucket names in the resolved definition (a Pass state names the model's S3 URI). They are the names the
+ * local cloud gives its buckets (infra/local/cloud.ts): keep the two in step.
+ */
+export const LOCAL_BUCKET_NAMES: Readonly<Record<BucketRole, string>> = {
+  raw: 'myeloscope-raw',
+  work: 'myeloscope-work',
+  models: 'myeloscope-models',
+};
+
+/** The resource of a Batch SubmitJob task that waits for the job (the `.sync` integration). */
+const BATCH_SUBMIT_JOB_SYNC = 'arn:aws:states:::batch:submitJob.sync';
+
 /** The function folder name of an ARN made by localFunctionArn, else undefined. */
 export function functionNameFromArn(arn: string): string | undefined {
   const prefix = localFunctionArn('');
@@ -77,7 +107,7 @@ export async function synthesizeLocal(opts: SynthesizeLocalOptions = {}): Promis
   const outdir = opts.outdir ?? mkdtempSync(join(tmpdir(), 'myeloscope-synth-'));
   try {
     // No stack needs bundling: assets are left unbuilt, which is all a template reader needs.
-    const { app } = createApp({ outdir, context: { 'aws:cdk:bundling-stacks': [] }, validation: false });
+    const { app } = createApp({ outdir, context: { 'aws:cdk:bundling-stacks': [] }, validation: false, nag: false });
     const template = app.synth().getStackByName(STACK_NAME).template as Record<string, unknown>;
     return readTemplate(template);
   } finally {
@@ -118,11 +148,37 @@ export function readTemplate(template: Record<string, unknown>): LocalApp {
     const env = asObject(asObject(p.Environment).Variables);
     functions[name] = {
       logicalId,
+      kind: 'lambda',
       environment: env,
       ...(typeof p.Timeout === 'number' ? { timeoutSeconds: p.Timeout } : {}),
       ...(typeof p.MemorySize === 'number' ? { memoryMB: p.MemorySize } : {}),
     };
     functionById.set(logicalId, name);
+  }
+  const jobDefinitionById = new Map<string, string>();
+  for (const [logicalId, r] of ofType('AWS::Batch::JobDefinition')) {
+    const name = tagValue(r, FUNCTION_TAG);
+    if (!name) continue;
+    if (functions[name]) throw new Error(`${logicalId}: function "${name}" is both a Lambda and a Batch job`);
+    const p = r.Properties ?? {};
+    const container = asObject(p.ContainerProperties);
+    const environment = Object.fromEntries(
+      asArray(container.Environment)
+        .map(asObject)
+        .map((e) => [String(e.Name), e.Value ?? null] as const),
+    );
+    const memory = asArray(container.ResourceRequirements)
+      .map(asObject)
+      .find((x) => x.Type === 'MEMORY')?.Value;
+    const timeout = asObject(p.Timeout).AttemptDurationSeconds;
+    functions[name] = {
+      logicalId,
+      kind: 'batch',
+      environment,
+      ...(typeof timeout === 'number' ? { timeoutSeconds: timeout } : {}),
+      ...(memory !== undefined && memory !== null ? { memoryMB: Number(memory) } : {}),
+    };
+    jobDefinitionById.set(logicalId, name);
   }
 
   const functionOf = (value: Json | undefined, where: string): string => {
@@ -160,20 +216,36 @@ export function readTemplate(template: Record<string, unknown>): LocalApp {
   const machines = ofType('AWS::StepFunctions::StateMachine');
   if (machines.length !== 1) throw new Error(`expected one state machine, found ${machines.length}`);
   const [smId, sm] = machines[0] as [string, Resource];
+  const queueIds = new Set(ofType('AWS::Batch::JobQueue').map(([id]) => id));
   const resolveRef = (value: Json): Json => {
     const attId = getAttTarget(value, 'Arn');
     const fnName = attId === undefined ? undefined : functionById.get(attId);
     if (fnName) return localFunctionArn(fnName);
+    const refId = refTarget(value);
+    const jobName = refId === undefined ? undefined : jobDefinitionById.get(refId);
+    if (jobName) return localJobDefinitionArn(jobName);
+    const queueId = refId ?? getAttTarget(value, 'JobQueueArn');
+    if (queueId !== undefined && queueIds.has(queueId)) return LOCAL_JOB_QUEUE_ARN;
+    const role = refId === undefined ? undefined : bucketRoleById.get(refId);
+    if (role) return LOCAL_BUCKET_NAMES[role];
     throw new Error(`${smId}: cannot resolve ${JSON.stringify(value)} in the definition`);
   };
   const definitionText = resolveIntrinsics(sm.Properties?.DefinitionString ?? null, resolveRef);
   if (typeof definitionText !== 'string') throw new Error(`${smId}: DefinitionString is not a string`);
   const definition = substitute(definitionText, asObject(sm.Properties?.DefinitionSubstitutions ?? {}), resolveRef);
   const taskFunctions: Record<string, string> = {};
+  const jobArns = new Map([...jobDefinitionById.values()].map((name) => [localJobDefinitionArn(name), name]));
   forEachState(definition, (stateName, state) => {
     if (state.Type !== 'Task' || typeof state.Resource !== 'string') return;
     const fn = functionNameFromArn(state.Resource);
     if (fn) taskFunctions[stateName] = fn;
+    if (state.Resource === BATCH_SUBMIT_JOB_SYNC) {
+      // The local handler stands for the whole job (infra/local/stepfunctions.ts gives it the RUN_STATE
+      // override, as the container gets it).
+      const job = jobArns.get(String(asObject(state.Parameters as Json).JobDefinition));
+      if (!job) throw new Error(`${smId}: state ${stateName} submits a job definition that is not a Myeloscope function`);
+      taskFunctions[stateName] = job;
+    }
   });
 
   const routes: LocalRoute[] = [];
@@ -225,7 +297,7 @@ export function resolveEnvironment(
   const out: Record<string, string> = {};
   for (const [key, value] of Object.entries(fn.environment)) {
     const id = refTarget(value as Json);
-    const resolved = id === undefined ? value : names.get(id);
+    const resolved = id === undefined ? value : (names.get(id) ?? PSEUDO[id]);
     if (typeof resolved !== 'string' && typeof resolved !== 'number' && typeof resolved !== 'boolean') {
       throw new Error(`${functionName}: cannot resolve ${key}=${JSON.stringify(value)}`);
     }
@@ -312,9 +384,10 @@ function functionOfUri(uri: Json | undefined, functionById: Map<string, string>,
   return [...found][0] as string;
 }
 
+/** A tag's value: Tags is a list of { Key, Value } for most types, a plain map for some (AWS::Batch::*). */
 function tagValue(r: Resource, key: string): string | undefined {
-  const tags = asArray(r.Properties?.Tags).map(asObject);
-  const value = tags.find((t) => t.Key === key)?.Value;
+  const tags = r.Properties?.Tags;
+  const value = Array.isArray(tags) ? tags.map(asObject).find((t) => t.Key === key)?.Value : asObject(tags)[key];
   return typeof value === 'string' ? value : undefined;
 }
 

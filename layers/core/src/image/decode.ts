@@ -209,7 +209,8 @@ function checkLimits(width: number, height: number, maxPixels: number, format: I
 
 function firstLine(err: unknown): string {
   const msg = err instanceof Error ? err.message : String(err);
-  return msg.split('\n')[0]!.trim();
+  // sharp ends some messages with ': ' and the libvips detail on the next line: drop the dangling colon.
+  return msg.split('\n')[0]!.trim().replace(/:$/, '');
 }
 
 /** sharp reports every failure as a plain Error; sort input problems from resource problems. */

@@ -33,8 +33,8 @@
  */
 import sharp from 'sharp';
 import type { GrayImage, RgbImage } from '../types.ts';
-import { InvalidInputError } from '../errors.ts';
-import { openImage, rawRgb, runPipeline, type OpenedImage, type SourceInfo } from './decode.ts';
+import { ImageLimitError, InvalidInputError } from '../errors.ts';
+import { MIN_SIDE, openImage, rawRgb, runPipeline, type OpenedImage, type SourceInfo } from './decode.ts';
 import { encodePng } from './encode.ts';
 
 export interface ClaheOptions {
@@ -80,6 +80,22 @@ export function fitInside(width: number, height: number, maxSize: number): { wid
   if (longest <= maxSize) return { width, height };
   const scale = maxSize / longest;
   return { width: Math.max(1, Math.round(width * scale)), height: Math.max(1, Math.round(height * scale)) };
+}
+
+/**
+ * fitInside, refusing a result narrower than the decoder's minimum side: a 16 x 40000 strip passes the header
+ * checks but would be 1 x 512 after the resize, with no cell left to find (and a 1-pixel CLAHE window).
+ */
+function fitted(source: SourceInfo, maxSize: number): { width: number; height: number } {
+  const target = fitInside(source.width, source.height, maxSize);
+  const floor = Math.min(MIN_SIDE, maxSize);
+  if (Math.min(target.width, target.height) < floor) {
+    throw new ImageLimitError(
+      `the image is ${source.width} x ${source.height} pixels, too elongated: fitted inside ${maxSize} pixels it would be ` +
+        `${target.width} x ${target.height}, under ${floor} pixels a side; crop it into pieces first`,
+    );
+  }
+  return target;
 }
 
 function resolveMaxSize(maxSize: number | undefined): number {
@@ -225,7 +241,7 @@ export async function preprocessImage(bytes: Uint8Array, opts: PreprocessOptions
   const clahe = opts.clahe === undefined ? DEFAULT_CLAHE : opts.clahe;
   const opened = await openImage(bytes, { ...(opts.maxPixels !== undefined ? { maxPixels: opts.maxPixels } : {}) });
   const { source } = opened;
-  const target = fitInside(source.width, source.height, maxSize);
+  const target = fitted(source, maxSize);
   const resize = target.width !== source.width || target.height !== source.height;
   let image: RgbImage;
   if (!resize && opened.rgb) {
@@ -288,7 +304,7 @@ export async function decodeMask(bytes: Uint8Array, width: number, height: numbe
 export async function preprocessMask(bytes: Uint8Array, opts: MaskOptions = {}): Promise<{ mask: GrayImage; png: Buffer }> {
   const maxSize = resolveMaxSize(opts.maxSize);
   const opened = await openImage(bytes, { ...(opts.maxPixels !== undefined ? { maxPixels: opts.maxPixels } : {}) });
-  const target = fitInside(opened.source.width, opened.source.height, maxSize);
+  const target = fitted(opened.source, maxSize);
   const mask = await maskPixels(opened, target.width, target.height);
   return { mask, png: await encodePng(mask) };
 }

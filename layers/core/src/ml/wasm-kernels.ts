@@ -5,8 +5,19 @@
  * every absent kernel routed through a recorder): Conv2DBackpropFilter, the weight gradient of conv2d.
  * Slow: two gradients the model uses exist on wasm but as plain C++ loops that dominated the profile of a
  * training step (Conv2DBackpropInput 80 ms per layer, MaxPoolGrad 40 ms on the first layer, against 8 ms
- * for a forward conv); they are replaced by compositions of fast kernels, falling back on the stock kernel
- * outside the cases they cover. Each is checked against the cpu backend in test/ml.test.ts.
+ * for a forward conv); Conv2DBackpropInput is replaced by a composition of fast kernels and MaxPoolGrad by
+ * one JavaScript pass over the wasm heap, each falling back outside the cases it covers. Each is checked
+ * against the cpu backend in test/ml.test.ts.
+ * Not needed: the input gradient of the first (stride-2) conv. The tape only differentiates inputs that
+ * depend on the trained variables, and the first conv's input is the data, so tfjs never asks for it (a
+ * profile of a training step has no Conv2DBackpropInput on [32, 32, 32, 16]); the stride-2 fallback to the
+ * stock kernel costs nothing in training.
+ * Profile of a step after this (test/bench/profile-epoch.ts, batch 32, idle-ish machine, ~210 ms): weight
+ * gradients (Conv2DBackpropFilter) ~36 %, forward convs ~15 %, input gradients ~17 %, batch gather and
+ * augmentation (GatherV2, Reverse: train.ts) ~11 %, MaxPoolGrad ~5 %, the rest small elementwise ops.
+ * Tried and rejected for Conv2DBackpropFilter: folding the output columns into the channels (fw strided
+ * copies of x, one conv with outW x N channels per tap): 20-25 % slower than the conv below; MatMul-based
+ * im2col: 3-6x slower (wasm MatMul is not XNNPACK's GEMM for these shapes).
  *
  * Kernels here call other wasm kernels' functions directly on the backend (as the wasm kernels themselves
  * do): those outputs are not tracked by the engine, so every intermediate is disposed in a finally block
@@ -144,19 +155,29 @@ function conv2DBackpropInputWasm(stock: tf.KernelFunc) {
   };
 }
 
+/** The parts of the wasm backend (BackendWasm) that its own JavaScript kernels use to work on its heap. */
+interface WasmHeapBackend {
+  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
+  typedArrayFromHeap(t: tf.TensorInfo): tf.backend_util.TypedArray;
+}
+
+function isWasmHeapBackend(b: unknown): b is WasmHeapBackend {
+  return (
+    typeof b === 'object' &&
+    b !== null &&
+    typeof (b as Partial<WasmHeapBackend>).makeOutput === 'function' &&
+    typeof (b as Partial<WasmHeapBackend>).typedArrayFromHeap === 'function'
+  );
+}
+
 /**
  * MaxPoolGrad for non-overlapping windows (filter = stride, sizes divisible, so no padding: the model's 2x2/2
- * pools), from whole-tensor kernels; same first-maximum rule as the cpu and stock kernels:
- *   isMax = input == upsample(output)                  (output = the forward max of each window)
- *   prio  = isMax * (k - position in window)           (k = window size, row-major position 0..k-1)
- *   first = prio == upsample(maxPool(prio))            (the earliest maximum of each window)
- *   dx    = first * upsample(dy)
- * Upsampling is nearest-neighbour resize (pixel r of the input maps to window r / k). About twice as fast as
- * the stock kernel's C++ loop (40 ms on [32, 64, 64, 16]). MaxPoolWithArgmax + ScatterNd would be simpler,
- * but the wasm MaxPoolWithArgmax returns index 0 for windows whose max is <= 0 (e.g. all-zero ReLU windows).
- * Other pools run the cpu kernel on copies: the stock wasm MaxPoolGrad disagrees with cpu when a window's
- * max is negative or windows overlap (seen in the tests), and correctness beats speed on paths the model
- * does not take.
+ * pools), NHWC float32: one pass in JavaScript over the wasm heap, as some stock wasm kernels do. Every input
+ * pixel lies in exactly one window; it gets that window's dy if it is the window's first maximum in row-major
+ * order (the cpu kernel's rule: strictly greater than everything before it), else 0. The stock kernel is a
+ * C++ loop that disagrees with cpu on negative maxima; an earlier composition of 10 whole-tensor wasm ops
+ * (upsample, compare, max-pool of priorities) took 14.5 ms on [32, 32, 32, 32] against ~3 ms for this loop.
+ * Other pools run the cpu kernel on copies: correctness beats speed on paths the model does not take.
  */
 function maxPoolGradWasm() {
   return ({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo => {
@@ -168,34 +189,80 @@ function maxPoolGradWasm() {
     const { filterSize, strides, pad, dimRoundingMode } = attrs as unknown as tf.MaxPoolGradAttrs;
     const [kh, kw] = typeof filterSize === 'number' ? [filterSize, filterSize] : filterSize;
     const [sh, sw] = typeof strides === 'number' ? [strides, strides] : strides;
-    const [, h, w] = input.shape as [number, number, number, number];
+    const [n, h, w, c] = input.shape as [number, number, number, number];
     const tiled = kh === sh && kw === sw && h % kh === 0 && w % kw === 0 && (pad === 'valid' || pad === 'same');
-    if (!tiled || dimRoundingMode !== undefined || input.dtype !== 'float32' || dy.dtype !== 'float32') {
+    if (
+      !tiled ||
+      dimRoundingMode !== undefined ||
+      input.dtype !== 'float32' ||
+      dy.dtype !== 'float32' ||
+      !isWasmHeapBackend(backend)
+    ) {
       return runOnCpu(backend, 'MaxPoolGrad', inputs, attrs ?? {});
     }
-    const temps: tf.TensorInfo[] = [];
-    const run = (name: string, ins: tf.NamedTensorInfoMap, at: tf.NamedAttrMap = {}): tf.TensorInfo => {
-      const t = runWasmKernel(backend, name, ins, at);
-      temps.push(t);
-      return t;
-    };
-    const upsample = (t: tf.TensorInfo): tf.TensorInfo =>
-      run('ResizeNearestNeighbor', { images: t }, { size: [h, w], alignCorners: false, halfPixelCenters: false });
-    try {
-      const order = new Float32Array(h * w);
-      for (let r = 0; r < h; r++) {
-        for (let c = 0; c < w; c++) order[r * w + c] = kh * kw - ((r % kh) * kw + (c % kw));
+    const out = backend.makeOutput([n, h, w, c], 'float32');
+    // Views after the allocation: growing the heap would detach earlier ones.
+    const dx = backend.typedArrayFromHeap(out) as Float32Array;
+    const x = backend.typedArrayFromHeap(input) as Float32Array;
+    const g = backend.typedArrayFromHeap(dy) as Float32Array;
+    const oh = h / kh;
+    const ow = w / kw;
+    const rowStride = w * c;
+    if (kh === 2 && kw === 2) {
+      // The model's case, unrolled: same rule (first of a, b, d, e in row-major order that is strictly greater).
+      for (let b = 0; b < n; b++) {
+        for (let oy = 0; oy < oh; oy++) {
+          let gi = (b * oh + oy) * ow * c;
+          for (let ox = 0; ox < ow; ox++) {
+            const p0 = ((b * h + oy * 2) * w + ox * 2) * c;
+            for (let ch = 0, pa = p0; ch < c; ch++, pa++, gi++) {
+              const pb = pa + c;
+              const pd = pa + rowStride;
+              const pe = pd + c;
+              const va = x[pa]!;
+              const vb = x[pb]!;
+              const vd = x[pd]!;
+              const ve = x[pe]!;
+              dx[pa] = 0;
+              dx[pb] = 0;
+              dx[pd] = 0;
+              dx[pe] = 0;
+              let best = va;
+              let at = va > Number.NEGATIVE_INFINITY ? pa : -1;
+              if (vb > best || (at < 0 && vb > Number.NEGATIVE_INFINITY)) (best = vb), (at = pb);
+              if (vd > best || (at < 0 && vd > Number.NEGATIVE_INFINITY)) (best = vd), (at = pd);
+              if (ve > best || (at < 0 && ve > Number.NEGATIVE_INFINITY)) (best = ve), (at = pe);
+              if (at >= 0) dx[at] = g[gi]!;
+            }
+          }
+        }
       }
-      const orderInfo: tf.TensorInfo = { dataId: backend.write(order, [1, h, w, 1], 'float32'), shape: [1, h, w, 1], dtype: 'float32' };
-      temps.push(orderInfo);
-      const isMax = run('Cast', { x: run('Equal', { a: input, b: upsample(output) }) }, { dtype: 'float32' });
-      const prio = run('Multiply', { a: isMax, b: orderInfo });
-      const best = run('MaxPool', { x: prio }, { filterSize: [kh, kw], strides: [kh, kw], pad: 'valid' });
-      const first = run('Cast', { x: run('Equal', { a: prio, b: upsample(best) }) }, { dtype: 'float32' });
-      return runWasmKernel(backend, 'Multiply', { a: first, b: upsample(dy) }, {});
-    } finally {
-      for (const t of temps) backend.disposeData(t.dataId);
+      return out;
     }
+    for (let b = 0; b < n; b++) {
+      for (let oy = 0; oy < oh; oy++) {
+        for (let ox = 0; ox < ow; ox++) {
+          const base = ((b * h + oy * kh) * w + ox * kw) * c;
+          const gBase = ((b * oh + oy) * ow + ox) * c;
+          for (let ch = 0; ch < c; ch++) {
+            let best = Number.NEGATIVE_INFINITY;
+            let at = -1;
+            for (let r = 0; r < kh; r++) {
+              for (let q = 0, p = base + r * rowStride + ch; q < kw; q++, p += c) {
+                const v = x[p]!;
+                dx[p] = 0;
+                if (v > best) {
+                  best = v;
+                  at = p;
+                }
+              }
+            }
+            if (at >= 0) dx[at] = g[gBase + ch]!;
+          }
+        }
+      }
+    }
+    return out;
   };
 }
 
