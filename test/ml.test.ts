@@ -68,6 +68,7 @@ describe('backend', () => {
     assert.equal(tf.getBackend(), 'wasm');
     assert.match(first.detail, /tfjs-backend-wasm-simd\.wasm/);
     assert.match(first.detail, /Conv2DBackpropFilter/);
+    assert.match(first.detail, /GatherV2 \(faster\)/);
     // Registering again changes nothing.
     assert.deepEqual(registerWasmGradientKernels(), []);
   });
@@ -190,6 +191,31 @@ describe('wasm gradient kernels match cpu', () => {
     );
     t.diagnostic(`max abs diff vs cpu: ${maxDiff.toExponential(2)}`);
     assert.ok(maxDiff < TOLERANCE, `max diff ${maxDiff}`);
+  });
+
+  for (const dims of [[1], [2], [1, 2], [0], [3]]) {
+    test(`Reverse: axes ${dims.join(',')} of [3, 5, 4, 3]`, async () => {
+      const { maxDiff, shape } = await diffVsCpu('Reverse', { x: { data: values(3 * 5 * 4 * 3, 13), shape: [3, 5, 4, 3] } }, { dims });
+      assert.deepEqual(shape, [3, 5, 4, 3]);
+      assert.equal(maxDiff, 0);
+    });
+  }
+
+  test('GatherV2: rows of a 4-D tensor (axis 0), repeated and 2-D indices, other axes, bounds', async () => {
+    const x = { data: values(6 * 4 * 4 * 3, 14), shape: [6, 4, 4, 3] };
+    for (const [idx, idxShape, axis] of [[[5, 0, 0, 3], [4], 0], [[1, 2, 3, 4, 5, 0], [2, 3], 0], [[3, 1], [2], 2]] as const) {
+      await tf.setBackend('wasm');
+      const results: Float32Array[] = [];
+      for (const backend of ['wasm', 'cpu']) {
+        await tf.setBackend(backend);
+        const out = tf.tidy(() => tf.gather(tf.tensor(x.data, x.shape), tf.tensor(Array.from(idx), Array.from(idxShape), 'int32'), axis));
+        results.push((await out.data()) as Float32Array);
+        out.dispose();
+      }
+      await tf.setBackend('wasm');
+      assert.deepEqual(Array.from(results[0]!), Array.from(results[1]!));
+    }
+    assert.throws(() => tf.tidy(() => tf.gather(tf.tensor(x.data, x.shape), tf.tensor1d([6], 'int32'))), /not in \[0, 5\]/);
   });
 
   test('kernels leave no tensors or wasm buffers behind', () => {

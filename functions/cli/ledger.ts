@@ -39,6 +39,7 @@ import {
 import { bucketName } from '../../layers/aws/src/config.ts';
 import { encodeEventKey, s3Client, S3Store } from '../../layers/aws/src/s3.ts';
 import { setLogSink } from '../../layers/aws/src/events.ts';
+import { LOCAL_BUCKET_NAMES } from '../../infra/local/s3.ts';
 import { quarantineRecordKey } from '../preprocess/outcome-keys.ts';
 
 export type RawStatus =
@@ -280,8 +281,7 @@ const USAGE = `usage: npm run ledger -- [options]
   --help, -h
 environment (without --local): RAW_BUCKET, WORK_BUCKET and, for a non-AWS S3, AWS_ENDPOINT_URL`;
 
-/** Bucket names of the local cloud (infra/local/cloud.ts). */
-const LOCAL_BUCKETS = { raw: 'myeloscope-raw', work: 'myeloscope-work', models: 'myeloscope-models' };
+const LOCAL_BUCKETS = LOCAL_BUCKET_NAMES;
 
 async function main(argv: string[]): Promise<number> {
   let args;

@@ -5,6 +5,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { preprocessImage } from '../../layers/core/src/image/index.ts';
 import { cellCrops, overlayPng, segmentCells } from '../../layers/core/src/segment/index.ts';
+import { CROP_OPTIONS } from '../../layers/core/src/pipeline.ts';
 import { cropsToTensor } from '../../layers/core/src/ml/data.ts';
 import { predictScores } from '../../layers/core/src/ml/evaluate.ts';
 import type { BBox, CellClass } from '../../layers/core/src/types.ts';
@@ -36,7 +37,7 @@ export async function predict(bytes: Uint8Array, m: LoadedModel, opts: PredictOp
   const pre = await preprocessImage(bytes, { maxSize: opts.maxSize });
   const image = pre.image;
   const seg = await segmentCells(image);
-  const crops = cellCrops(image, seg, m.inputSize);
+  const crops = cellCrops(image, seg, m.inputSize, CROP_OPTIONS);
   const wanted = new Set(opts.explain === 'all' ? crops.map((c) => c.id) : opts.explain);
   let probs: Float32Array = new Float32Array(0);
   const maps = new Map<number, Float32Array>();

@@ -4,6 +4,9 @@ import { mkdir } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import S3rver from 's3rver';
 
+/** Bucket names of the local cloud, one per bucket role of the CDK app. */
+export const LOCAL_BUCKET_NAMES = { raw: 'myeloscope-raw', work: 'myeloscope-work', models: 'myeloscope-models' } as const;
+
 /** s3rver's event: AWS's record shape, but keys not URL-encoded and a made-up ARN. */
 export interface S3rverEvent {
   Records: {

@@ -85,14 +85,11 @@ export function localJobDefinitionArn(name: string): string {
 export const LOCAL_JOB_QUEUE_ARN = `arn:aws:batch:${LOCAL_REGION}:${LOCAL_ACCOUNT}:job-queue/local`;
 
 /**
- * Bucket names in the resolved definition (a Pass state names the model's S3 URI). They are the names the
- * local cloud gives its buckets (infra/local/cloud.ts): keep the two in step.
+ * Bucket names in the resolved definition (a Pass state names the model's S3 URI): the names the local
+ * cloud gives its buckets (defined beside the local S3, which light-weight tools import without CDK).
  */
-export const LOCAL_BUCKET_NAMES: Readonly<Record<BucketRole, string>> = {
-  raw: 'myeloscope-raw',
-  work: 'myeloscope-work',
-  models: 'myeloscope-models',
-};
+export { LOCAL_BUCKET_NAMES } from './s3.ts';
+import { LOCAL_BUCKET_NAMES } from './s3.ts';
 
 /** The resource of a Batch SubmitJob task that waits for the job (the `.sync` integration). */
 const BATCH_SUBMIT_JOB_SYNC = 'arn:aws:states:::batch:submitJob.sync';

@@ -12,9 +12,11 @@
  * depend on the trained variables, and the first conv's input is the data, so tfjs never asks for it (a
  * profile of a training step has no Conv2DBackpropInput on [32, 32, 32, 16]); the stride-2 fallback to the
  * stock kernel costs nothing in training.
- * Profile of a step after this (test/bench/profile-epoch.ts, batch 32, idle-ish machine, ~210 ms): weight
- * gradients (Conv2DBackpropFilter) ~36 %, forward convs ~15 %, input gradients ~17 %, batch gather and
- * augmentation (GatherV2, Reverse: train.ts) ~11 %, MaxPoolGrad ~5 %, the rest small elementwise ops.
+ * Also replaced, for the training loop's batch assembly: GatherV2 on axis 0 (row copies) and Reverse of
+ * NHWC crops along H/W (the flips of the augmentation), both per-element C++ loops in the stock kernels.
+ * Profile of a step (test/bench/profile-epoch.ts, batch 32, load ~3.7 on 2 cores): kernel time 211 ms ->
+ * 146 ms per batch with the JS MaxPoolGrad (27 -> 7.5 ms), GatherV2 (17 -> <1 ms) and Reverse (14 -> <1 ms).
+ * What remains is conv math in XNNPACK: weight gradients ~43 %, forward convs ~22 %, input gradients ~19 %.
  * Tried and rejected for Conv2DBackpropFilter: folding the output columns into the channels (fw strided
  * copies of x, one conv with outW x N channels per tap): 20-25 % slower than the conv below; MatMul-based
  * im2col: 3-6x slower (wasm MatMul is not XNNPACK's GEMM for these shapes).
@@ -266,6 +268,70 @@ function maxPoolGradWasm() {
   };
 }
 
+/**
+ * GatherV2 along axis 0 (batchDims 0, float32/int32): whole rows copied with TypedArray.set. The training
+ * loop gathers each batch from the whole dataset, and the stock kernel's per-element C++ loop took ~17 ms per
+ * batch of 32 crops (8 % of a step). Anything else goes to the stock kernel.
+ */
+function gatherV2Wasm(stock: tf.KernelFunc) {
+  return ({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo => {
+    const { x, indices } = inputs;
+    const { axis, batchDims } = (attrs ?? {}) as unknown as tf.GatherV2Attrs;
+    const fallback = (): tf.TensorInfo => single(stock({ inputs, backend, attrs }), 'GatherV2');
+    if (x === undefined || indices === undefined || !isWasmHeapBackend(backend) || !(backend instanceof tf.KernelBackend)) return fallback();
+    if ((batchDims ?? 0) !== 0 || x.shape.length === 0 || tf.util.parseAxisParam(axis, x.shape)[0] !== 0) return fallback();
+    if ((x.dtype !== 'float32' && x.dtype !== 'int32') || indices.dtype !== 'int32') return fallback();
+    const rows = x.shape[0]!;
+    const row = tf.util.sizeFromShape(x.shape.slice(1));
+    const idx = backend.readSync(indices.dataId) as Int32Array;
+    for (const i of idx) {
+      if (!(i >= 0 && i <= rows - 1)) throw new Error(`GatherV2: the index value ${i} is not in [0, ${rows - 1}]`);
+    }
+    const out = backend.makeOutput([...indices.shape, ...x.shape.slice(1)], x.dtype);
+    // Views after the allocation: growing the heap would detach earlier ones.
+    const src = backend.typedArrayFromHeap(x);
+    const dst = backend.typedArrayFromHeap(out);
+    for (let k = 0; k < idx.length; k++) dst.set(src.subarray(idx[k]! * row, (idx[k]! + 1) * row), k * row);
+    return out;
+  };
+}
+
+/**
+ * Reverse of a float32 rank-4 tensor along axes 1 and/or 2 (the flips of the training augmentation, on NHWC
+ * crops): one JavaScript pass, ~14 ms per batch of 32 crops in the stock kernel. Anything else: stock.
+ */
+function reverseWasm(stock: tf.KernelFunc) {
+  return ({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo => {
+    const { x } = inputs;
+    const fallback = (): tf.TensorInfo => single(stock({ inputs, backend, attrs }), 'Reverse');
+    if (x === undefined || !isWasmHeapBackend(backend) || x.shape.length !== 4 || x.dtype !== 'float32') return fallback();
+    const { dims } = (attrs ?? {}) as unknown as tf.ReverseAttrs;
+    const axes = tf.util.parseAxisParam(dims, x.shape);
+    if (axes.length === 0 || axes.some((a) => a !== 1 && a !== 2)) return fallback();
+    const [n, h, w, c] = x.shape as [number, number, number, number];
+    const flipRows = axes.includes(1);
+    const flipCols = axes.includes(2);
+    const out = backend.makeOutput([n, h, w, c], 'float32');
+    const src = backend.typedArrayFromHeap(x) as Float32Array;
+    const dst = backend.typedArrayFromHeap(out) as Float32Array;
+    for (let b = 0; b < n; b++) {
+      for (let y = 0; y < h; y++) {
+        const sy = flipRows ? h - 1 - y : y;
+        const dRow = ((b * h + y) * w) * c;
+        const sRow = ((b * h + sy) * w) * c;
+        if (!flipCols) {
+          dst.set(src.subarray(sRow, sRow + w * c), dRow);
+          continue;
+        }
+        for (let xx = 0, d = dRow; xx < w; xx++) {
+          for (let k = 0, s = sRow + (w - 1 - xx) * c; k < c; k++) dst[d++] = src[s + k]!;
+        }
+      }
+    }
+    return out;
+  };
+}
+
 /** Runs the cpu kernel on copies of the inputs and copies the result back into `backend`. */
 function runOnCpu(
   backend: tf.KernelBackend,
@@ -315,7 +381,8 @@ function replaceKernel(kernelName: string, make: (stock: tf.KernelFunc) => tf.Ke
 
 /**
  * Registers the missing kernels for 'wasm' and (unless `replaceSlowKernels` is false, an escape hatch and a
- * way to measure the gain) replaces the slow stock gradients this model uses. Idempotent; a kernel missing
+ * way to measure the gain) replaces the slow stock kernels a training step uses (two gradients, and the
+ * gather and flips that assemble a batch). Idempotent; a kernel missing
  * today but shipped by a future tfjs release is left alone. Returns the names it changed. initBackend calls
  * it before switching to wasm.
  */
@@ -329,5 +396,7 @@ export function registerWasmGradientKernels(opts: { replaceSlowKernels?: boolean
   if (opts.replaceSlowKernels === false) return changed;
   if (replaceKernel('Conv2DBackpropInput', conv2DBackpropInputWasm)) changed.push('Conv2DBackpropInput (faster)');
   if (replaceKernel('MaxPoolGrad', maxPoolGradWasm)) changed.push('MaxPoolGrad (faster)');
+  if (replaceKernel('GatherV2', gatherV2Wasm)) changed.push('GatherV2 (faster)');
+  if (replaceKernel('Reverse', reverseWasm)) changed.push('Reverse (faster)');
   return changed;
 }
