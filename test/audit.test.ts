@@ -76,6 +76,12 @@ test('images task: trains on folder labels and its audit warns that size, format
   const flagged = (manifest.audit ?? []).filter((f) => f.separatesLabels).map((f) => f.attribute).sort();
   assert.deepEqual(flagged, ['folder', 'format', 'size']);
   assert.ok(manifest.samples.every((s) => s.cropKey.endsWith('/roi.png')), 'the ROI-masked image is the input');
+  // The published report shows the audit.
+  const rep = await client.send(new GetObjectCommand({ Bucket: cloud.buckets.models, Key: 'models/audit-1/report.html' }));
+  const html = await (rep.Body as { transformToString(): Promise<string> }).transformToString();
+  assert.match(html, /Audit: do the labels give themselves away/);
+  assert.match(html, /3 warning\(s\)/);
+  assert.match(html, /256x192 \(6\)/);
 
   const one = await cloud.runTraining({ dataset: 'it-one-label', task: 'images', epochs: 1 }, { name: 'audit-2' });
   assert.equal(one.status, 'FAILED');

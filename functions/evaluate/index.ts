@@ -76,6 +76,8 @@ export async function handler(state: RunState): Promise<RunState> {
     backend: state.backend ?? training?.backend,
     // Boxes come from cells.json: only the cell task has one sample per segmented cell.
     overlays: manifest.params.task === 'cells' ? await overlayInputs(manifest, test, scores, evaluation.threshold) : [],
+    ...(manifest.classes ? { classes: manifest.classes } : {}),
+    ...(manifest.audit ? { audit: manifest.audit } : {}),
   });
   const rk = reportKeys(keys.dir);
   for (const p of report.pictures) await work.put(rk.picture(p.name), p.png, 'image/png');

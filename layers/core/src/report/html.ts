@@ -3,7 +3,7 @@
  * scripts, no network) plus the same pictures as PNG files.
  */
 import type { Evaluation, Estimate } from '../report.ts';
-import type { RunParams } from '../workflow.ts';
+import type { AuditFinding, RunParams } from '../workflow.ts';
 import { CHART_SCALE, confusionSpec, countSpec, curveSpec, renderChart, rocSpec, textRenders, type RenderedChart } from './charts.ts';
 import { CALL_COLOURS, callsOverlayPng, type CalledCell } from './overlay.ts';
 
@@ -21,6 +21,28 @@ export interface ReportInput {
   counts: { train: number; val: number; test: number; sources: number };
   backend?: string | undefined;
   overlays?: OverlayInput[];
+  /** Class names by label value (manifest.classes). */
+  classes?: [string, string];
+  /** images task: the source-vs-label audit (manifest.audit). */
+  audit?: AuditFinding[];
+}
+
+function auditSection(classes: [string, string] | undefined, audit: AuditFinding[] | undefined): string {
+  if (!audit) return '';
+  const flagged = audit.filter((f) => f.separatesLabels);
+  const names = classes ? `${esc(classes[0])} (0) and ${esc(classes[1])} (1)` : 'the two labels';
+  return `<h2>Audit: do the labels give themselves away?</h2>
+<p>Labels ${names} come from the folder each image was uploaded to. A classifier reaches 100 % by learning anything
+that differs between the folders, not only the disease.</p>
+${flagged.length ? `<p class="warning"><b>${flagged.length} warning(s):</b></p><ul>${flagged.map((f) => `<li>${esc(f.message)}</li>`).join('')}</ul>` : '<p>Nothing but the labels themselves was found to separate the classes.</p>'}
+<table><tr><th>attribute</th><th>separates labels</th>${(classes ?? []).map((c) => `<th>${esc(c)}</th>`).join('')}</tr>
+${audit
+  .map(
+    (f) =>
+      `<tr><td>${f.attribute}</td><td>${f.separatesLabels ? '<b>yes</b>' : 'no'}</td>${(classes ?? []).map((c) => `<td>${esc((f.valuesByLabel[c] ?? []).join(', '))}</td>`).join('')}</tr>`,
+  )
+  .join('\n')}
+</table>`;
 }
 
 export interface Picture {
@@ -132,6 +154,8 @@ Solid = agrees with the mask label, dashed = disagrees.</p>
 <table><tr><th>image</th><th>cells</th><th>plasma (mask)</th><th>plasma (model)</th><th>error</th></tr>
 ${e.perImage.map((r) => `<tr><td>${esc(r.image)}</td><td>${r.cells}</td><td>${r.plasmaTrue}</td><td>${r.plasmaPredicted}</td><td>${r.error > 0 ? '+' : ''}${r.error}</td></tr>`).join('\n')}
 </table>
+
+${auditSection(input.classes, input.audit)}
 
 <h2>Data, split and training</h2>
 <table>
