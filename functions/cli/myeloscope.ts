@@ -9,6 +9,7 @@ import { readFileSync, realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { EXIT, EXIT_CODES_HELP, toCliError } from './myeloscope/errors.ts';
+import { DEFAULT_PARAMS } from '../../layers/core/src/workflow.ts';
 
 // The SDK's notice about future Node versions is for developers, not an error of this command: keep stderr for ours.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
@@ -75,7 +76,7 @@ export function buildProgram(): Command {
     )
     .option('--dataset <name>', 'dataset to train on (segmented/<dataset>/); default segpc')
     .option('--task <task>', 'what to learn (default cells: plasma cell vs other nucleated cell)')
-    .option('--epochs <n>', 'training epochs (1-500; default 12)', int('--epochs'))
+    .option('--epochs <n>', `training epochs (1-500; default ${DEFAULT_PARAMS.epochs})`, int('--epochs'))
     .option('--seed <n>', 'seed for the split, weights and shuffles (default 42)', int('--seed'))
     .option('--batch-size <n>', 'batch size (default 32)', int('--batch-size'))
     .option('--input-size <n>', 'crop side in pixels (16-256; default 64)', int('--input-size'))

@@ -64,6 +64,8 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
     AWS_ACCESS_KEY_ID: 'S3RVER',
     AWS_SECRET_ACCESS_KEY: 'S3RVER',
     S3_FORCE_PATH_STYLE: 'true',
+    // Node 20 is supported here; the SDK's 9-line notice about Node 22 would repeat on every local run.
+    AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ?? 'true',
     RAW_BUCKET: buckets.raw,
     WORK_BUCKET: buckets.work,
     MODELS_BUCKET: buckets.models,

@@ -126,19 +126,18 @@ setLogSink((level, message, fields) => {
 console.log('Myeloscope: local run\n');
 let s = stageStart();
 const outcomes = new Map<string, number>();
-let segmentedCells = 0;
-let plasmaCells = 0;
+// Per image, the latest segmentation: an image is segmented again when its mask lands after it.
+const cellsByImage = new Map<string, { cells: number; plasma: number }>();
 const cloud = await startLocalCloud({
   fresh: args.fresh,
   apiPort,
   s3Port,
   sfnPort,
   onDelivered: (fn, _key, result) => {
-    for (const r of (result as { results?: { status: string; cellCount?: number; plasmaCount?: number }[] }).results ?? []) {
+    for (const r of (result as { results?: { status: string; cells?: string; cellCount?: number; plasmaCount?: number }[] }).results ?? []) {
       outcomes.set(`${fn}:${r.status}`, (outcomes.get(`${fn}:${r.status}`) ?? 0) + 1);
-      if (fn === 'segment' && r.status === 'segmented') {
-        segmentedCells += r.cellCount ?? 0;
-        plasmaCells += r.plasmaCount ?? 0;
+      if (fn === 'segment' && r.status === 'segmented' && r.cells) {
+        cellsByImage.set(r.cells, { cells: r.cellCount ?? 0, plasma: r.plasmaCount ?? 0 });
       }
     }
   },
@@ -177,9 +176,10 @@ clearInterval(progress);
 status(eventsLine(), true);
 stageEnd('preprocess + segment (S3-triggered)', s);
 const count = (k: string) => outcomes.get(k) ?? 0;
+const sum = (f: 'cells' | 'plasma') => [...cellsByImage.values()].reduce((a, v) => a + v[f], 0);
 console.log(
   `      preprocess: ${count('preprocess:processed')} processed, ${count('preprocess:unchanged')} unchanged, ${count('preprocess:quarantined')} quarantined` +
-    ` | segment: ${count('segment:segmented')} segmented (${segmentedCells} cells, ${plasmaCells} plasma by mask), ${count('segment:unchanged')} unchanged`,
+    ` | segment: ${cellsByImage.size} images segmented (${sum('cells')} cells, ${sum('plasma')} plasma by mask; ${count('segment:segmented')} runs), ${count('segment:unchanged')} events found them unchanged`,
 );
 for (const f of cloud.dispatcher.failures) console.log(`      FAILED ${f.function} ${f.key}: ${f.error}`);
 
@@ -295,7 +295,9 @@ if (response.ok) {
 }
 const curl = `curl -s -X POST -H 'Content-Type: image/jpeg' --data-binary @${demoPath} ${cloud.api.url}/predict | head -c 600; echo`;
 if (args.exit || !response.ok) {
-  console.log(`\nThe API is stopped (--exit). npm run serve starts it again with this model; then:\n  ${curl}`);
+  // npm run serve listens on the default port, whatever port this run used.
+  const serveCurl = curl.replace(cloud.api.url, 'http://127.0.0.1:8787');
+  console.log(`\nThe API is stopped (--exit). npm run serve starts it again with this model; then:\n  ${serveCurl}`);
   await cloud.close();
   process.exit(response.ok ? 0 : 1);
 }
