@@ -17,8 +17,7 @@ import bmp from 'bmp-js';
 import type { S3Event } from 'aws-lambda';
 import { DeleteObjectCommand, ListObjectsCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { startLocalCloud, type LocalCloud } from '../infra/local/cloud.ts';
-import { setLogSink } from '../layers/aws/src/events.ts';
-import { encodeEventKey } from '../layers/aws/src/s3.ts';
+import { objectCreatedRecord, setLogSink } from '../layers/aws/src/events.ts';
 import { S3Store } from '../layers/aws/src/s3.ts';
 import { readLedger, formatLedger, type Ledger, type RawStatus } from '../functions/cli/ledger.ts';
 import { quarantineRecordKey } from '../functions/preprocess/outcome-keys.ts';
@@ -255,26 +254,7 @@ async function snapshot(bucket: string): Promise<Map<string, string>> {
 }
 
 function event(bucket: string, key: string): S3Event {
-  return {
-    Records: [
-      {
-        eventVersion: '2.1',
-        eventSource: 'aws:s3',
-        awsRegion: 'us-east-1',
-        eventTime: new Date().toISOString(),
-        eventName: 'ObjectCreated:Put',
-        userIdentity: { principalId: 'test' },
-        requestParameters: { sourceIPAddress: '127.0.0.1' },
-        responseElements: { 'x-amz-request-id': 'test', 'x-amz-id-2': 'test' },
-        s3: {
-          s3SchemaVersion: '1.0',
-          configurationId: 'test',
-          bucket: { name: bucket, ownerIdentity: { principalId: 'test' }, arn: `arn:aws:s3:::${bucket}` },
-          object: { key: encodeEventKey(key), size: 0, eTag: '', sequencer: '0' },
-        },
-      },
-    ],
-  };
+  return { Records: [objectCreatedRecord(bucket, key, { source: 'test' })] };
 }
 
 function totalRetries(): number {

@@ -37,8 +37,8 @@ import {
   SEGMENTED_PREFIX,
 } from '../../layers/core/src/keys.ts';
 import { bucketName } from '../../layers/aws/src/config.ts';
-import { encodeEventKey, s3Client, S3Store } from '../../layers/aws/src/s3.ts';
-import { setLogSink } from '../../layers/aws/src/events.ts';
+import { s3Client, S3Store } from '../../layers/aws/src/s3.ts';
+import { objectCreatedRecord, setLogSink } from '../../layers/aws/src/events.ts';
 import { LOCAL_BUCKET_NAMES } from '../../infra/local/s3.ts';
 import { quarantineRecordKey } from '../preprocess/outcome-keys.ts';
 
@@ -220,26 +220,7 @@ async function copyOntoItself(bucket: string, key: string): Promise<void> {
 }
 
 function s3Event(bucket: string, key: string): S3Event {
-  return {
-    Records: [
-      {
-        eventVersion: '2.1',
-        eventSource: 'aws:s3',
-        awsRegion: process.env.AWS_REGION ?? 'us-east-1',
-        eventTime: new Date().toISOString(),
-        eventName: 'ObjectCreated:Copy',
-        userIdentity: { principalId: 'ledger-redrive' },
-        requestParameters: { sourceIPAddress: '127.0.0.1' },
-        responseElements: { 'x-amz-request-id': 'redrive', 'x-amz-id-2': 'redrive' },
-        s3: {
-          s3SchemaVersion: '1.0',
-          configurationId: 'ledger-redrive',
-          bucket: { name: bucket, ownerIdentity: { principalId: 'ledger' }, arn: `arn:aws:s3:::${bucket}` },
-          object: { key: encodeEventKey(key), size: 0, eTag: '', sequencer: '0' },
-        },
-      },
-    ],
-  };
+  return { Records: [objectCreatedRecord(bucket, key, { eventName: 'ObjectCreated:Copy', source: 'ledger-redrive' })] };
 }
 
 // ---------------------------------------------------------------------------------------------------

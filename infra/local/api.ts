@@ -8,10 +8,10 @@
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { extname, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
+import { listenWithFallback } from './listen.ts';
 
 export type ApiHandler = (event: APIGatewayProxyEvent) => Promise<APIGatewayProxyResult>;
 
@@ -113,21 +113,7 @@ export async function startLocalApi(opts: LocalApiOptions): Promise<LocalApi> {
       }
     })();
   });
-  const listen = (port: number) =>
-    new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, address, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-  try {
-    await listen(opts.port ?? 0);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || !opts.port) throw err;
-    await listen(0);
-  }
-  const port = (server.address() as AddressInfo).port;
+  const port = await listenWithFallback(server, opts.port, address);
   return {
     url: `http://${address}:${port}`,
     port,

@@ -5,7 +5,7 @@
  * Like Lambda's asynchronous invocation, a failed delivery is retried twice, then recorded as failed.
  */
 import type { S3Event, S3EventRecord } from 'aws-lambda';
-import { encodeEventKey } from '../../layers/aws/src/s3.ts';
+import { objectCreatedRecord } from '../../layers/aws/src/events.ts';
 import type { S3rverEvent } from './s3.ts';
 
 export interface Notification {
@@ -127,26 +127,11 @@ function eventMatches(pattern: string, eventName: string): boolean {
 }
 
 function toAwsRecord(rec: S3rverEvent['Records'][number], key: string): S3EventRecord {
-  const bucket = rec.s3.bucket.name;
-  return {
-    eventVersion: '2.1',
-    eventSource: 'aws:s3',
-    awsRegion: 'us-east-1',
-    eventTime: rec.eventTime,
+  return objectCreatedRecord(rec.s3.bucket.name, key, {
     eventName: rec.eventName as S3EventRecord['eventName'],
-    userIdentity: { principalId: 'AWS:LOCAL' },
-    requestParameters: { sourceIPAddress: '127.0.0.1' },
-    responseElements: { 'x-amz-request-id': 'LOCAL', 'x-amz-id-2': 'LOCAL' },
-    s3: {
-      s3SchemaVersion: '1.0',
-      configurationId: 'myeloscope-local',
-      bucket: { name: bucket, ownerIdentity: { principalId: 'LOCAL' }, arn: `arn:aws:s3:::${bucket}` },
-      object: {
-        key: encodeEventKey(key),
-        size: rec.s3.object.size ?? 0,
-        eTag: rec.s3.object.eTag ?? '',
-        sequencer: rec.s3.object.sequencer ?? '0',
-      },
-    },
-  };
+    eventTime: rec.eventTime,
+    ...(rec.s3.object.size !== undefined ? { size: rec.s3.object.size } : {}),
+    ...(rec.s3.object.eTag !== undefined ? { eTag: rec.s3.object.eTag } : {}),
+    ...(rec.s3.object.sequencer !== undefined ? { sequencer: rec.s3.object.sequencer } : {}),
+  });
 }

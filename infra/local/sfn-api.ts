@@ -6,10 +6,10 @@
  * SigV4 headers are accepted and not checked (loopback only).
  */
 import { createServer, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { randomUUID } from 'node:crypto';
 import type { ExecutionEvent, ExecutionOptions, ExecutionResult } from './stepfunctions.ts';
 import { LOCAL_ACCOUNT, LOCAL_REGION } from './template.ts';
+import { listenWithFallback } from './listen.ts';
 
 export type ExecutionStatus = 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'TIMED_OUT' | 'ABORTED';
 
@@ -235,21 +235,7 @@ export async function startSfnApi(opts: SfnApiOptions): Promise<LocalSfnApi> {
     })();
   });
 
-  const listen = (port: number) =>
-    new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, address, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-  try {
-    await listen(opts.port ?? 0);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || !opts.port) throw err;
-    await listen(0);
-  }
-  const port = (server.address() as AddressInfo).port;
+  const port = await listenWithFallback(server, opts.port, address);
   return {
     endpoint: `http://${address}:${port}`,
     port,

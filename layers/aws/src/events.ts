@@ -1,5 +1,5 @@
-import type { S3Event } from 'aws-lambda';
-import { decodeEventKey } from './s3.ts';
+import type { S3Event, S3EventRecord } from 'aws-lambda';
+import { decodeEventKey, encodeEventKey } from './s3.ts';
 
 export interface ObjectRef {
   bucket: string;
@@ -49,4 +49,32 @@ export function setLogSink(next: LogSink): LogSink {
 /** One JSON line per log record, so CloudWatch Logs Insights can query it. */
 export function log(level: LogLevel, message: string, fields: Record<string, unknown> = {}): void {
   sink(level, message, fields);
+}
+
+/**
+ * An S3 object-created event record in AWS's exact shape, key URL-encoded as S3 encodes it: what the local
+ * dispatcher delivers, and what a redrive or a test hands a handler directly.
+ */
+export function objectCreatedRecord(
+  bucket: string,
+  key: string,
+  opts: { eventName?: S3EventRecord['eventName']; eventTime?: string; size?: number; eTag?: string; sequencer?: string; source?: string } = {},
+): S3EventRecord {
+  const source = opts.source ?? 'myeloscope-local';
+  return {
+    eventVersion: '2.1',
+    eventSource: 'aws:s3',
+    awsRegion: process.env.AWS_REGION ?? 'us-east-1',
+    eventTime: opts.eventTime ?? new Date().toISOString(),
+    eventName: opts.eventName ?? 'ObjectCreated:Put',
+    userIdentity: { principalId: `AWS:${source}` },
+    requestParameters: { sourceIPAddress: '127.0.0.1' },
+    responseElements: { 'x-amz-request-id': source, 'x-amz-id-2': source },
+    s3: {
+      s3SchemaVersion: '1.0',
+      configurationId: source,
+      bucket: { name: bucket, ownerIdentity: { principalId: source }, arn: `arn:aws:s3:::${bucket}` },
+      object: { key: encodeEventKey(key), size: opts.size ?? 0, eTag: opts.eTag ?? '', sequencer: opts.sequencer ?? '0' },
+    },
+  };
 }
