@@ -295,21 +295,11 @@ async function main(argv: string[]): Promise<number> {
       console.error(`no local cloud state at ${s3Dir}: run \`npm start\` first, or pass --state-dir`);
       return 2;
     }
-    const { startLocalS3 } = await import('../../infra/local/s3.ts');
+    const { startLocalS3, useLocalS3Environment } = await import('../../infra/local/s3.ts');
     const s3 = await startLocalS3({ directory: s3Dir, buckets: Object.values(LOCAL_BUCKETS), port: 0 });
     close = () => s3.close();
-    // As the local cloud sets them for the handlers: s3rver checks signatures against fixed credentials.
-    Object.assign(process.env, {
-      AWS_ENDPOINT_URL: s3.endpoint,
-      AWS_REGION: process.env.AWS_REGION ?? 'us-east-1',
-      AWS_ACCESS_KEY_ID: 'S3RVER',
-      AWS_SECRET_ACCESS_KEY: 'S3RVER',
-      S3_FORCE_PATH_STYLE: 'true',
-      RAW_BUCKET: LOCAL_BUCKETS.raw,
-      WORK_BUCKET: LOCAL_BUCKETS.work,
-      MODELS_BUCKET: LOCAL_BUCKETS.models,
-    });
-    delete process.env.AWS_SESSION_TOKEN;
+    // As the local cloud sets them for the handlers.
+    useLocalS3Environment(s3.endpoint);
     delete process.env.AWS_PROFILE;
   }
   try {

@@ -6,7 +6,7 @@
 import { join } from 'node:path';
 import { rm } from 'node:fs/promises';
 import { LOCAL_BUCKET_NAMES, synthesizeLocal, type LocalApp } from './template.ts';
-import { startLocalS3, type LocalS3 } from './s3.ts';
+import { startLocalS3, useLocalS3Environment, type LocalS3 } from './s3.ts';
 import { EventDispatcher, type EventHandler, type Notification } from './dispatcher.ts';
 import { runExecution, type ExecutionOptions, type ExecutionResult, type TaskHandler } from './stepfunctions.ts';
 import { startLocalApi, type ApiHandler, type LocalApi } from './api.ts';
@@ -57,21 +57,7 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
   const s3 = await startLocalS3({ directory: s3Dir, buckets: Object.values(buckets), port: opts.s3Port ?? 4569 });
 
   // The handlers read their configuration at module load, as on Lambda: set it before importing them.
-  Object.assign(process.env, {
-    AWS_ENDPOINT_URL: s3.endpoint,
-    AWS_REGION: process.env.AWS_REGION ?? 'us-east-1',
-    // s3rver checks signatures against these fixed credentials.
-    AWS_ACCESS_KEY_ID: 'S3RVER',
-    AWS_SECRET_ACCESS_KEY: 'S3RVER',
-    S3_FORCE_PATH_STYLE: 'true',
-    // Node 20 is supported here; the SDK's 9-line notice about Node 22 would repeat on every local run.
-    AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ?? 'true',
-    RAW_BUCKET: buckets.raw,
-    WORK_BUCKET: buckets.work,
-    MODELS_BUCKET: buckets.models,
-  });
-  delete process.env.AWS_SESSION_TOKEN;
-  delete process.env.AWS_PROFILE;
+  useLocalS3Environment(s3.endpoint);
 
   const handlers: Record<string, (event: never) => Promise<unknown>> = {};
   for (const name of Object.keys(app.functions)) {

@@ -7,6 +7,28 @@ import S3rver from 's3rver';
 /** Bucket names of the local cloud, one per bucket role of the CDK app. */
 export const LOCAL_BUCKET_NAMES = { raw: 'myeloscope-raw', work: 'myeloscope-work', models: 'myeloscope-models' } as const;
 
+/**
+ * Points this process's AWS clients at the local S3, as the handlers expect their environment: the endpoint,
+ * s3rver's fixed credentials (it checks signatures against them), path-style URLs and the bucket names.
+ * Handlers read it at module load, as on Lambda: call before importing them.
+ */
+export function useLocalS3Environment(endpoint: string): void {
+  Object.assign(process.env, {
+    AWS_ENDPOINT_URL: endpoint,
+    AWS_REGION: process.env.AWS_REGION ?? 'us-east-1',
+    AWS_ACCESS_KEY_ID: 'S3RVER',
+    AWS_SECRET_ACCESS_KEY: 'S3RVER',
+    S3_FORCE_PATH_STYLE: 'true',
+    // Node 20 is supported here; the SDK's 9-line notice about Node 22 would repeat on every local run.
+    AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ?? 'true',
+    RAW_BUCKET: LOCAL_BUCKET_NAMES.raw,
+    WORK_BUCKET: LOCAL_BUCKET_NAMES.work,
+    MODELS_BUCKET: LOCAL_BUCKET_NAMES.models,
+  });
+  delete process.env.AWS_SESSION_TOKEN;
+  delete process.env.AWS_PROFILE;
+}
+
 /** s3rver's event: AWS's record shape, but keys not URL-encoded and a made-up ARN. */
 export interface S3rverEvent {
   Records: {
