@@ -88,6 +88,11 @@ test('--help explains the commands and exit codes; usage errors exit 2', async (
   const badInput = await cli(['train', '--epochs', '0']);
   assert.equal(badInput.code, 2);
   assert.match(badInput.stderr, /epochs must be an integer from 1 to 500/);
+  for (const args of [['predict', DATA, '--concurrency', '0'], ['upload', DATA, '--dataset', 'd', '--label', 'l', '--concurrency', '-1']]) {
+    const r = await cli(args);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, /--concurrency must be at least 1/);
+  }
   assert.doesNotMatch(badInput.stderr, /\n\s+at /);
 });
 
@@ -107,9 +112,35 @@ test('missing configuration exits 3 with what to set', async () => {
   const unknownRun = await cli(['status', `${cloud.sfn.stateMachineArn.replace(':stateMachine:', ':execution:')}:nope`]);
   assert.equal(unknownRun.code, 3);
   assert.match(unknownRun.stderr, /Execution Does Not Exist/);
+  // --out into a folder that does not exist: said before any image is sent.
+  const noDir = await cli(['predict', join(DATA, 'images', '106.jpg'), '--out', join(tmp, 'no-such-dir', 'x.csv')]);
+  assert.equal(noDir.code, 3, noDir.stderr);
+  assert.match(noDir.stderr, /--out .*the folder .*no-such-dir does not exist/);
+  assert.doesNotMatch(noDir.stderr, /ENOENT/);
   const down = await cli(['status', 'arn:aws:states:us-east-1:000000000000:execution:MyeloscopeTraining:x'], { ...env, AWS_ENDPOINT_URL_SFN: 'http://127.0.0.1:9' });
   assert.equal(down.code, 1);
   assert.match(down.stderr, /cannot reach Step Functions at http:\/\/127\.0\.0\.1:9/);
+});
+
+test('help texts flow: no hard line breaks inside a command description (commander wraps them)', async () => {
+  const { buildProgram } = await import('../functions/cli/myeloscope.ts');
+  for (const c of buildProgram().commands) assert.doesNotMatch(c.description(), /\n/, `${c.name()}: ${c.description()}`);
+});
+
+test('train --follow of a dataset with no images exits 2 with the reason; an upload the local S3 cannot hold exits 1 saying why', async () => {
+  const train = await cli(['train', '--dataset', 'nope', '--epochs', '1', '--name', 'cli-nope', '--follow']);
+  assert.equal(train.code, 2, train.stderr);
+  assert.match(train.stderr, /the run input is invalid: dataset "nope" has 0 segmented image/);
+
+  const folder = join(tmp, 'long-names');
+  await mkdir(folder);
+  await copyFile(join(DATA, 'images', '106.jpg'), join(folder, `${'l'.repeat(236)}.jpg`));
+  const up = await cli(['upload', folder, '--dataset', 'cli', '--label', 'long']);
+  assert.equal(up.code, 1, up.stderr);
+  assert.match(up.stderr, /KeyTooLongError: The local S3 server .*cannot store a path segment over 233 bytes.*AWS S3 allows it/);
+  assert.doesNotMatch(up.stderr, /\n\s+at /);
+  // Still up.
+  assert.equal((await fetch(`${cloud.s3.endpoint}/${cloud.buckets.raw}?list-type=1`)).status < 500, true);
 });
 
 test('upload -> train --follow -> status -> predict a folder as CSV', async () => {
@@ -187,7 +218,7 @@ test('serve starts a local cloud, prints the env lines to export, and stops clea
     });
   });
   const vars = Object.fromEntries([...stdout.matchAll(/^export (\w+)=(.*)$/gm)].map((m) => [m[1], m[2]]));
-  for (const k of ['AWS_ENDPOINT_URL', 'AWS_ENDPOINT_URL_SFN', 'RAW_BUCKET', 'STATE_MACHINE_ARN', 'MYELOSCOPE_API_URL']) assert.ok(vars[k], `${k} in ${stdout}`);
+  for (const k of ['AWS_ENDPOINT_URL', 'AWS_ENDPOINT_URL_SFN', 'RAW_BUCKET', 'WORK_BUCKET', 'STATE_MACHINE_ARN', 'MYELOSCOPE_API_URL']) assert.ok(vars[k], `${k} in ${stdout}`);
   // The printed environment is enough for the other commands.
   const status = await cli(['status', `${String(vars.STATE_MACHINE_ARN).replace(':stateMachine:', ':execution:')}:none`], { ...bareEnv(), ...vars });
   assert.equal(status.code, 3, status.stderr);

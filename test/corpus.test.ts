@@ -21,6 +21,7 @@ import { objectCreatedRecord, setLogSink } from '../layers/aws/src/events.ts';
 import { S3Store } from '../layers/aws/src/s3.ts';
 import { readLedger, formatLedger, type Ledger, type RawStatus } from '../functions/cli/ledger.ts';
 import { quarantineRecordKey } from '../functions/preprocess/outcome-keys.ts';
+import { LOCAL_S3_MAX_SEGMENT_BYTES } from '../infra/local/s3.ts';
 
 const IMAGE = 'test/data/segpc2021/images/106.jpg';
 const MASK = 'test/data/segpc2021/masks/106.jpg';
@@ -182,8 +183,8 @@ async function buildCorpus(): Promise<Item[]> {
   }
 
   // Sizes.
-  add('PNG header claiming 100000 x 100000', 'bomb-header.png', pngClaiming(100_000, 100_000), { status: 'quarantined', code: 'image-limit' });
-  add('JPEG SOF claiming 60000 x 60000', 'bomb-header.jpg', jpegClaiming(jpeg, 60_000, 60_000), { status: 'quarantined', code: 'image-limit' });
+  add('PNG header claiming 100000 x 100000', 'bomb-header-png.png', pngClaiming(100_000, 100_000), { status: 'quarantined', code: 'image-limit' });
+  add('JPEG SOF claiming 60000 x 60000', 'bomb-header-jpg.jpg', jpegClaiming(jpeg, 60_000, 60_000), { status: 'quarantined', code: 'image-limit' });
   const bomb = await sharp({ create: { width: 3000, height: 3000, channels: 3, background: "#000000" } }).png({ compressionLevel: 9 }).toBuffer();
   add(`real PNG bomb 3000 x 3000 in ${bomb.length} bytes`, 'bomb.png', bomb, { status: 'quarantined', code: 'image-limit' });
   add('file above PREPROCESS_MAX_BYTES', 'huge.jpg', Buffer.concat([jpeg, Buffer.alloc(MAX_BYTES)]), { status: 'quarantined', code: 'image-limit' });
@@ -215,6 +216,9 @@ async function buildCorpus(): Promise<Item[]> {
   // Non-ASCII: 3 bytes a character, 9 URL-encoded, more than S3's 2 KB of metadata if stored as is.
   const cjk = `${D}${Array.from({ length: 4 }, () => '試'.repeat(66)).join('/')}/長い名前.jpg`;
   items.push({ what: `${Buffer.byteLength(cjk)}-byte non-ASCII key`, key: cjk, body: jpeg, expect: ok });
+  // A file name the local S3 holds (233 bytes) whose processed name (.png for .j) it could not: quarantined
+  // with the reason, its record under quarantine/_long-keys/ (quarantine/<key>.json would not fit either).
+  add('233-byte file name, outputs 235 bytes', `${'y'.repeat(231)}.j`, jpeg, { status: 'quarantined', code: 'key-too-long' });
   const max = `${D}${longDirs(1024 - D.length - 9)}/long.jpg`;
   items.push({ what: `${Buffer.byteLength(max)}-byte key (S3 maximum)`, key: max, body: jpeg, expect: { status: 'quarantined', code: 'key-too-long' } });
 
@@ -278,8 +282,9 @@ test('every corpus input ends processed or quarantined with the right code, with
   await cloud.idle();
   await put(`${D}dup.png`, (items.find((i) => i.what === 'png good') as Item).body);
   await cloud.idle();
+  // Neither wins, whichever came first: the processed dup.png they would share is taken out.
   items.push(
-    { what: 'dup.jpg (first)', key: `${D}dup.jpg`, body: dupFirst.body, expect: { status: 'segmented' } },
+    { what: 'dup.jpg (first)', key: `${D}dup.jpg`, body: dupFirst.body, expect: { status: 'quarantined', code: 'name-conflict' } },
     { what: 'dup.png (same name, other extension)', key: `${D}dup.png`, body: new Uint8Array(), expect: { status: 'quarantined', code: 'name-conflict' } },
   );
 
@@ -316,6 +321,8 @@ test('every corpus input ends processed or quarantined with the right code, with
     const metaBytes = Object.entries(head?.metadata ?? {}).reduce((n, [k, v]) => n + Buffer.byteLength(k) + Buffer.byteLength(v), 0);
     assert.ok(metaBytes < 2048, `${e.key}: ${metaBytes} bytes of user metadata, above S3's 2 KB`);
   }
+  assert.equal(await new S3Store(cloud.buckets.work).exists('processed/corpus/myeloma/dup.png'), false, 'no processed output of a conflict');
+  assert.deepEqual(await work.list('segmented/corpus/myeloma/dup/'), [], 'no segmentation of a conflict');
   const aspect = ledger.entries.find((e) => e.key === `${D}aspect.jpg`);
   assert.equal(aspect?.code, 'invalid-input', 'a mask of another aspect: segment-failed with its reason');
 
@@ -432,4 +439,76 @@ test('the same event twice, or twice at once, leaves the same objects with the s
     assert.equal(record.maskEtag, (await work.head(maskKey))?.etag, `round ${round}: cells.json is of the current mask`);
   }
   assert.equal(totalRetries(), retriesBefore);
+});
+
+test('the local S3 refuses a key segment it cannot store with a clear 400, and keeps running', async () => {
+  const dir = 'raw/corpus/long-names/';
+  for (const bytes of [LOCAL_S3_MAX_SEGMENT_BYTES + 1, 240, 244, 900]) {
+    const key = `${dir}${'n'.repeat(bytes - 4)}.jpg`;
+    const err = await client.send(new PutObjectCommand({ Bucket: cloud.buckets.raw, Key: key, Body: Buffer.alloc(1000, 1) })).then(
+      () => undefined,
+      (e: unknown) => e as Error & { $metadata?: { httpStatusCode?: number } },
+    );
+    assert.ok(err, `${bytes}-byte file name refused`);
+    assert.equal(err.name, 'KeyTooLongError');
+    assert.equal(err.$metadata?.httpStatusCode, 400);
+    assert.match(err.message, new RegExp(`local S3 server .*cannot store a path segment over ${LOCAL_S3_MAX_SEGMENT_BYTES} bytes.*AWS S3 allows it`));
+  }
+  // A folder name, too; reads and deletes of such keys answer as for any missing key.
+  const deepKey = `${dir}${'f'.repeat(300)}/x.jpg`;
+  await assert.rejects(client.send(new PutObjectCommand({ Bucket: cloud.buckets.raw, Key: deepKey, Body: 'x' })), { name: 'KeyTooLongError' });
+  assert.equal(await new S3Store(cloud.buckets.raw).head(deepKey), undefined);
+  await client.send(new DeleteObjectCommand({ Bucket: cloud.buckets.raw, Key: deepKey }));
+  // The longest storable segment still works, nothing half-written is left, and listing and the ledger work.
+  const longest = `${dir}${'m'.repeat(LOCAL_S3_MAX_SEGMENT_BYTES - 4)}.jpg`;
+  await put(longest, (items.find((i) => i.what === 'jpg good') as Item).body);
+  await cloud.idle();
+  assert.deepEqual(await new S3Store(cloud.buckets.raw).list(dir), [longest]);
+  const l = await readLedger({ raw: new S3Store(cloud.buckets.raw), work: new S3Store(cloud.buckets.work) }, { dataset: 'corpus' });
+  assert.equal(l.entries.find((e) => e.key === longest)?.status, 'segmented');
+  assert.equal(l.counts.missing, 0, formatLedger(l));
+  assert.deepEqual(cloud.dispatcher.failures, []);
+});
+
+test('same.jpg and same.png uploaded at once: both quarantined name-conflict, no output, in any order, every time', async () => {
+  const dir = 'raw/corpus/conflict/';
+  const jpg = (items.find((i) => i.what === 'jpg good') as Item).body;
+  const png = (items.find((i) => i.what === 'png good') as Item).body;
+  const raw = new S3Store(cloud.buckets.raw);
+  const work = new S3Store(cloud.buckets.work);
+  const check = async (when: string) => {
+    const l = await readLedger({ raw, work }, { dataset: 'corpus' });
+    for (const name of ['same.jpg', 'same.png']) {
+      const e = l.entries.find((x) => x.key === `${dir}${name}`);
+      assert.equal(e?.status, 'quarantined', `${when}: ${name} ${JSON.stringify(e)}`);
+      assert.equal(e?.code, 'name-conflict', `${when}: ${name}`);
+      assert.match(e?.reason ?? '', /2 raw files .*same\.jpg.*same\.png.* would all become .*same\.png/, when);
+    }
+    assert.equal(await work.exists('processed/corpus/conflict/same.png'), false, `${when}: no shared processed output`);
+    assert.deepEqual(await work.list('segmented/corpus/conflict/same/'), [], `${when}: no segmentation`);
+    assert.equal(l.counts.missing, 0, formatLedger(l));
+  };
+  await Promise.all([put(`${dir}same.jpg`, jpg), put(`${dir}same.png`, png)]);
+  await cloud.idle();
+  await check('uploaded together');
+  const records = async () => Promise.all(['same.jpg', 'same.png'].map(async (n) => (await work.head(quarantineRecordKey(`${dir}${n}`)))?.etag));
+  const first = await records();
+
+  // The same events again, one way round, the other, and at once: the same records, byte for byte.
+  const { handler: preprocess } = (await import('../functions/preprocess/index.ts')) as { handler: (e: S3Event) => Promise<unknown> };
+  const ev = (n: string) => event(cloud.buckets.raw, `${dir}${n}`);
+  await preprocess(ev('same.png'));
+  await preprocess(ev('same.jpg'));
+  await Promise.all([preprocess(ev('same.jpg')), preprocess(ev('same.png'))]);
+  await cloud.idle();
+  await check('redelivered');
+  assert.deepEqual(await records(), first);
+
+  // One is deleted and the other uploaded again: it is processed, its record cleared.
+  await client.send(new DeleteObjectCommand({ Bucket: cloud.buckets.raw, Key: `${dir}same.png` }));
+  await put(`${dir}same.jpg`, jpg);
+  await cloud.idle();
+  const l = await readLedger({ raw, work }, { dataset: 'corpus' });
+  assert.equal(l.entries.find((x) => x.key === `${dir}same.jpg`)?.status, 'segmented');
+  assert.deepEqual(cloud.dispatcher.failures, []);
 });

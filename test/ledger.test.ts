@@ -16,8 +16,8 @@ import { startLocalCloud, type LocalCloud } from '../infra/local/cloud.ts';
 import { startLocalS3 } from '../infra/local/s3.ts';
 import { setLogSink } from '../layers/aws/src/events.ts';
 import { S3Store } from '../layers/aws/src/s3.ts';
-import { computeLedger, formatLedger, readLedger, type Ledger } from '../functions/cli/ledger.ts';
-import { quarantineRecordKey } from '../functions/preprocess/outcome-keys.ts';
+import { computeLedger, formatLedger, readLedger, redrive, type Ledger } from '../functions/cli/ledger.ts';
+import { quarantineRecordKey, quarantineRecordKeys } from '../functions/preprocess/outcome-keys.ts';
 
 const run = promisify(execFile);
 const DATA = 'test/data/segpc2021';
@@ -94,6 +94,25 @@ test('computeLedger: each raw key gets exactly one outcome; raw = processed + qu
 
   const empty = computeLedger({ raw: [], work: [] });
   assert.deepEqual(empty.counts, { raw: 0, processed: 0, quarantined: 0, missing: 0 });
+});
+
+test('a record where a store with a segment limit puts it counts, with or without the limit; conflicts are redriven', async () => {
+  // 233-byte file name: quarantine/<key>.json fits S3 but not the local S3's 233-byte segments.
+  const key = `raw/d/l/${'q'.repeat(229)}.jpg`;
+  const local = quarantineRecordKey(key, { S3_MAX_KEY_SEGMENT_BYTES: '233' });
+  assert.match(local, /^quarantine\/_long-keys\/[0-9a-f]{64}\.json$/);
+  assert.equal(quarantineRecordKey(key, {}), `quarantine/${key}.json`, 'AWS: the plain key');
+  assert.deepEqual(quarantineRecordKeys(key), [`quarantine/${key}.json`, local]);
+  for (const record of quarantineRecordKeys(key)) {
+    assert.equal(computeLedger({ raw: [key], work: [record] }).entries[0]?.status, 'quarantined', record);
+  }
+  // Two raw files in one processed output and no record (state from before conflicts were quarantined): redriven.
+  const conflict = computeLedger({ raw: ['raw/d/l/g.jpg', 'raw/d/l/g.png'], work: ['processed/d/l/g.png'] });
+  const seen: string[] = [];
+  const noStore = new S3Store('unused');
+  const done = await redrive(conflict, { raw: noStore, work: noStore }, { preprocess: async (e) => void seen.push(e.Records[0]?.s3.object.key ?? ''), segment: async () => undefined });
+  assert.deepEqual(done, ['raw/d/l/g.jpg', 'raw/d/l/g.png']);
+  assert.equal(seen.length, 2);
 });
 
 let cloud: LocalCloud;

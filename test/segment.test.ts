@@ -276,6 +276,33 @@ test('crops are fixed-size squares of one cell each', async () => {
   assert.deepEqual([...edgeCrop.image.data.subarray((32 * 64) * 3, (32 * 64) * 3 + 3)], [0, 0, 0], 'left edge is padding');
 });
 
+test('crops with a minimum side keep the cell size that fitted crops resize away', async () => {
+  // A small and a large synthetic cell, far apart: fitted crops show both filling the square alike.
+  const img = synthetic(400, 200, [
+    { x: 80, y: 100, r: 22, rgb: CYTOPLASM },
+    { x: 78, y: 98, r: 13, rgb: NUCLEUS },
+    { x: 280, y: 100, r: 50, rgb: CYTOPLASM },
+    { x: 276, y: 96, r: 30, rgb: NUCLEUS },
+  ]);
+  const seg = await segmentCells(img);
+  assert.equal(seg.cells.length, 2);
+  const cellPixels = (c: { image: RgbImage }): number => {
+    let n = 0;
+    for (let p = 0; p < c.image.data.length; p += 3) if (c.image.data[p] + c.image.data[p + 1] + c.image.data[p + 2] > 0) n++;
+    return n;
+  };
+  const small = seg.cells.findIndex((c) => c.centroid.x < 200);
+  const large = 1 - small;
+  const fitted = cellCrops(img, seg, 64).map(cellPixels);
+  const scaled = cellCrops(img, seg, 64, { minSide: 112 }).map(cellPixels);
+  // Fitted: within 25 % of each other; with the floor the small cell covers about (44/112)^2 of its crop.
+  assert.ok(Math.abs(fitted[small] - fitted[large]) / fitted[large] < 0.25, `fitted ${fitted.join(', ')}`);
+  assert.ok(scaled[small] < 0.6 * fitted[small], `small cell ${scaled[small]} vs fitted ${fitted[small]}`);
+  // The large cell (bbox ~100 px, x 1.2 margin > 112) is cut exactly as without the floor.
+  assert.equal(scaled[large], fitted[large]);
+  assert.throws(() => cellCrops(img, seg, 64, { minSide: -1 }), RangeError);
+});
+
 test('renders the ROI mask, ROI image and overlay', async () => {
   const { img, mask, seg } = await sample('106');
   const roi = roiImage(img, seg);

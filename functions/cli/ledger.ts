@@ -16,7 +16,8 @@
  * - mask / orphan-mask: a mask, processed; orphan when its image has no processed output (yet);
  * - missing: neither processed nor quarantined (an event was lost or the handler failed for good);
  * - unsegmented: an image, processed, with neither cells.json nor error.json (segment's event was lost);
- * - conflict: several raw objects map to one processed key and none is quarantined (a race preprocess lost).
+ * - conflict: several raw objects map to one processed key and none is quarantined (state from before preprocess
+ *   quarantined name conflicts itself, or a lost event): a redrive lets preprocess quarantine them all.
  * processed = segmented + segment-failed + mask + orphan-mask; missing = missing + unsegmented + conflict;
  * so raw = processed + quarantined + missing always, and the run is complete when missing = 0.
  */
@@ -40,7 +41,7 @@ import { bucketName } from '../../layers/aws/src/config.ts';
 import { s3Client, S3Store } from '../../layers/aws/src/s3.ts';
 import { objectCreatedRecord, setLogSink } from '../../layers/aws/src/events.ts';
 import { LOCAL_BUCKET_NAMES } from '../../infra/local/s3.ts';
-import { quarantineRecordKey } from '../preprocess/outcome-keys.ts';
+import { quarantineRecordKey, quarantineRecordKeys } from '../preprocess/outcome-keys.ts';
 
 export type RawStatus =
   | 'segmented'
@@ -95,7 +96,7 @@ export function computeLedger(input: LedgerInput): Ledger {
   const claims = new Map<string, string[]>();
   const expectedOutputs = new Set<string>();
   for (const key of [...input.raw].sort()) {
-    const qKey = quarantineRecordKey(key);
+    const qKey = quarantineRecordKeys(key).find((k) => work.has(k)) ?? quarantineRecordKey(key);
     let parts;
     try {
       parts = parseRawKey(key);
@@ -166,10 +167,11 @@ export async function readLedger(stores: LedgerStores, opts: { dataset?: string 
   ]);
   const work = [...processed, ...segmented.filter((k) => !k.includes('/crops/')), ...quarantined];
   const draft = computeLedger({ raw, work });
+  const present = new Set(work);
   const records = new Map<string, Reason>();
   for (const e of draft.entries) {
     const recordKey =
-      e.status === 'quarantined' ? quarantineRecordKey(e.key) : e.status === 'segment-failed' ? `${segmentedKeys(parseRawKey(e.key)).dir}error.json` : undefined;
+      e.status === 'quarantined' ? quarantineRecordKeys(e.key).find((k) => present.has(k)) : e.status === 'segment-failed' ? `${segmentedKeys(parseRawKey(e.key)).dir}error.json` : undefined;
     if (!recordKey) continue;
     try {
       const r = await stores.work.getJson<Partial<Reason>>(recordKey);
@@ -194,7 +196,7 @@ export async function redrive(
   const done: string[] = [];
   for (const e of ledger.entries) {
     const target =
-      e.status === 'missing' ? { store: stores.raw, key: e.key, fn: 'preprocess' as const } : e.status === 'unsegmented' && e.output ? { store: stores.work, key: e.output, fn: 'segment' as const } : undefined;
+      e.status === 'missing' || e.status === 'conflict' ? { store: stores.raw, key: e.key, fn: 'preprocess' as const } : e.status === 'unsegmented' && e.output ? { store: stores.work, key: e.output, fn: 'segment' as const } : undefined;
     if (!target) continue;
     if (invoke) await invoke[target.fn](s3Event(target.store.bucket, target.key));
     else await copyOntoItself(target.store.bucket, target.key);

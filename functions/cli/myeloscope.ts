@@ -28,9 +28,10 @@ Environment (flags override):
   MYELOSCOPE_DEBUG=1      print stack traces
 \`myeloscope serve\` prints these for the local cloud.`;
 
-const int = (name: string) => (v: string) => {
+const int = (name: string, min?: number) => (v: string) => {
   const n = Number(v);
-  if (!Number.isInteger(n)) throw new InvalidArgumentError(`${name} must be a whole number`);
+  if (v.trim() === '' || !Number.isInteger(n)) throw new InvalidArgumentError(`${name} must be a whole number`);
+  if (min !== undefined && n < min) throw new InvalidArgumentError(`${name} must be at least ${min}`);
   return n;
 };
 const num = (name: string) => (v: string) => {
@@ -53,8 +54,8 @@ export function buildProgram(): Command {
     .command('upload')
     .summary('upload images (and their masks/) to the raw bucket')
     .description(
-      'Uploads the images of <folder> to s3://<raw bucket>/raw/<dataset>/<label>/ and the plasma-cell masks in\n' +
-        '<folder>/masks/ (same file names) to .../<label>/masks/; masks go first. The S3 notifications then\n' +
+      'Uploads the images of <folder> to s3://<raw bucket>/raw/<dataset>/<label>/ and the plasma-cell masks in ' +
+        '<folder>/masks/ (same file names) to .../<label>/masks/; masks go first. The S3 notifications then ' +
         'preprocess and segment each image. Progress on stderr.',
     )
     .argument('<folder>', 'folder of images (jpg, png, tif, bmp, webp, gif); masks in <folder>/masks/')
@@ -62,7 +63,7 @@ export function buildProgram(): Command {
     .requiredOption('--label <label>', 'label folder, e.g. myeloma')
     .option('--bucket <name>', 'raw bucket (default: env RAW_BUCKET)')
     .option('--endpoint <url>', 'S3 endpoint (default: env AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL; none on AWS)')
-    .option('--concurrency <n>', 'parallel uploads', int('--concurrency'), 4)
+    .option('--concurrency <n>', 'parallel uploads', int('--concurrency', 1), 4)
     .addHelpText('after', `\nExample:\n  myeloscope upload ./slides --dataset clinic --label myeloma\n${EXIT_CODES_HELP}`)
     .action(async (folder: string, opts: UploadOpts) => (await import('./myeloscope/upload.ts')).upload(folder, opts));
 
@@ -70,9 +71,10 @@ export function buildProgram(): Command {
     .command('train')
     .summary('start a training run (optionally follow it)')
     .description(
-      'Starts an execution of the training state machine (PrepareDataset -> Train -> Evaluate -> Publish) with\n' +
-        'the given parameters; the input is validated before anything starts. Prints the execution ARN on\n' +
-        'stdout; with --follow, follows the run to its end (events on stderr, the summary on stdout).',
+      'Starts an execution of the training state machine (PrepareDataset -> Train -> Evaluate -> Publish) with ' +
+        'the given parameters; the input is validated before anything starts. Prints the execution ARN on ' +
+        'stdout; with --follow, follows the run to its end (events on stderr, the summary on stdout) and exits ' +
+        '2 if the run failed on its input (e.g. a dataset with no segmented images), 1 if it failed otherwise.',
     )
     .option('--dataset <name>', 'dataset to train on (segmented/<dataset>/); default segpc')
     .option('--task <task>', 'what to learn (default cells: plasma cell vs other nucleated cell)')
@@ -95,9 +97,12 @@ export function buildProgram(): Command {
   program
     .command('follow')
     .summary('follow a run to its end')
-    .description('Prints the states a training execution enters and exits as they happen, then its result.\nExits 0 if the run succeeded, 1 if it failed.')
+    .description(
+      'Prints the states a training execution enters and exits as they happen, then its result. ' +
+        'Exits 0 if the run succeeded, 2 if it failed on its input, 1 if it failed otherwise.',
+    )
     .argument('<executionArn>', 'execution ARN (printed by train)')
-    .option('--poll <ms>', 'poll interval in ms (default 1000 locally, 5000 on AWS)', int('--poll'))
+    .option('--poll <ms>', 'poll interval in ms (default 1000 locally, 5000 on AWS)', int('--poll', 1))
     .option('--json', 'print the final description as JSON on stdout')
     .option('--endpoint <url>', 'Step Functions endpoint (default: env AWS_ENDPOINT_URL_SFN / AWS_ENDPOINT_URL)')
     .addHelpText('after', EXIT_CODES_HELP)
@@ -106,7 +111,10 @@ export function buildProgram(): Command {
   program
     .command('status')
     .summary('show the status of a run')
-    .description('Describes a training execution: status, times, error, and for a finished run its results.\nExits 0 if RUNNING or SUCCEEDED, 1 if FAILED, TIMED_OUT or ABORTED, 3 if there is no such execution.')
+    .description(
+      'Describes a training execution: status, times, error, and for a finished run its results. ' +
+        'Exits 0 if RUNNING or SUCCEEDED, 1 if FAILED, TIMED_OUT or ABORTED, 3 if there is no such execution.',
+    )
     .argument('<executionArn>', 'execution ARN (printed by train)')
     .option('--json', 'print the description as JSON on stdout')
     .option('--endpoint <url>', 'Step Functions endpoint (default: env AWS_ENDPOINT_URL_SFN / AWS_ENDPOINT_URL)')
@@ -117,9 +125,9 @@ export function buildProgram(): Command {
     .command('predict')
     .summary('predict the plasma cells of an image or a folder of images')
     .description(
-      'POSTs each image to <api>/predict and writes one summary per image (cells, plasma cells, fraction, call)\n' +
-        'as CSV (default) or JSON, to stdout or --out. Images over the direct-upload limit go through\n' +
-        'POST /uploads. Progress on stderr. Exits 1 if any image failed.',
+      'POSTs each image to <api>/predict and writes one summary per image (cells, plasma cells, fraction, call) ' +
+        'as CSV (default) or JSON, to stdout or --out (its folder must exist). Images over the direct-upload ' +
+        'limit go through POST /uploads. Progress on stderr. Exits 1 if any image failed.',
     )
     .argument('<image-or-folder>', 'an image, or a folder of images (not recursive)')
     .option('--api <url>', 'API base URL (default: env MYELOSCOPE_API_URL)')
@@ -128,7 +136,7 @@ export function buildProgram(): Command {
     .option('--overlays <dir>', 'also save each image\'s overlay PNG in this folder')
     .option('--sign', 'sign requests with SigV4 and your AWS credentials (default: only for *.execute-api.*.amazonaws.com)')
     .option('--no-sign', 'never sign requests')
-    .option('--concurrency <n>', 'parallel requests', int('--concurrency'), 2)
+    .option('--concurrency <n>', 'parallel requests', int('--concurrency', 1), 2)
     .addHelpText('after', `\nExamples:\n  myeloscope predict slide.jpg\n  myeloscope predict ./slides --out results.csv\n${EXIT_CODES_HELP}`)
     .action(async (target: string, opts: PredictOpts) => (await import('./myeloscope/predict.ts')).predict(target, opts));
 
@@ -136,9 +144,10 @@ export function buildProgram(): Command {
     .command('serve')
     .summary('run the local cloud (S3, S3 events, Step Functions, API) until Ctrl+C')
     .description(
-      'Starts the local cloud of `npm start` without running anything: the local S3 with the app\'s buckets\n' +
-        'and notifications, the Step Functions API and the inference API, all on loopback. Prints the\n' +
-        'environment lines to export in another shell so the other commands use it. Ctrl+C stops it.',
+      'Starts the local cloud of `npm start` without running anything: the local S3 with the app\'s buckets ' +
+        'and notifications, the Step Functions API and the inference API, all on loopback. Prints the ' +
+        'environment lines to export in another shell so the other commands (and npm run ledger) use it. ' +
+        'Ctrl+C stops it.',
     )
     .option('--state-dir <dir>', 'where the local S3 keeps its data', '.myeloscope')
     .option('--fresh', 'start from empty buckets')

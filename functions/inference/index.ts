@@ -107,6 +107,12 @@ async function predictRequest(event: APIGatewayProxyEvent) {
     }
     bytes = bodyBytes(event);
     if (bytes.length === 0) throw new BadRequestError('empty-input', 'the request body is empty: send an image');
+    // API Gateway passes a body without a binary media type on as UTF-8 text: the image's bytes are already lost.
+    if (!type) {
+      throw new UnsupportedMediaTypeError(
+        `send the image bytes with a Content-Type header: Content-Type: image/* (${DIRECT_TYPES}); without one the body arrives as text and the image is corrupted`,
+      );
+    }
     if (bytes.length > maxDirectBytes) {
       throw new PayloadTooLargeError(
         `the image is ${bytes.length} bytes; a direct POST is limited to ${maxDirectBytes} bytes (Lambda takes 6 MB and the body arrives base64-encoded, 4/3 larger): ` +

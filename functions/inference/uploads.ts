@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
-import { s3Client, type S3Store } from '../../layers/aws/src/s3.ts';
+import { presignClient, type S3Store } from '../../layers/aws/src/s3.ts';
 import { BadRequestError, NotFoundError, PayloadTooLargeError, UnsupportedMediaTypeError } from './http.ts';
 
 export const UPLOADS_PREFIX = (process.env.UPLOADS_PREFIX ?? 'uploads/').replace(/\/?$/, '/');
@@ -40,7 +40,7 @@ export async function createUpload(bucket: string, contentType: string | undefin
     throw new UnsupportedMediaTypeError(`contentType ${type} is not an image type Myeloscope reads: use one of ${Object.keys(EXTENSIONS).join(', ')}`);
   }
   const key = `${UPLOADS_PREFIX}${randomUUID()}.${ext}`;
-  const uploadUrl = await getSignedUrl(s3Client(), new PutObjectCommand({ Bucket: bucket, Key: key, ContentType: type }), { expiresIn });
+  const uploadUrl = await getSignedUrl(presignClient(), new PutObjectCommand({ Bucket: bucket, Key: key, ContentType: type }), { expiresIn });
   return {
     uploadUrl,
     method: 'PUT',

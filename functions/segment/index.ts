@@ -10,7 +10,7 @@
 import type { S3Event } from 'aws-lambda';
 import { isInputError } from '../../layers/core/src/errors.ts';
 import { parseProcessedKey, segmentedKeys } from '../../layers/core/src/keys.ts';
-import { analyseCells, type CellsRecord } from '../../layers/core/src/pipeline.ts';
+import { analyseCells, CROP_OPTIONS, sameCropOptions, type CellsRecord } from '../../layers/core/src/pipeline.ts';
 import { decodeMask, rgbFromPng } from '../../layers/core/src/image/index.ts';
 import { bucketName } from '../../layers/aws/src/config.ts';
 import { S3Store } from '../../layers/aws/src/s3.ts';
@@ -49,7 +49,9 @@ async function segmentAttempt(key: string): Promise<SegmentOutcome> {
   const maskHead = await work.head(pair.maskKey);
   const errorKey = `${out.dir}error.json`;
   const previous = await readRecord(out.cells);
-  if (previous && previous.imageEtag === imageHead.etag && previous.maskEtag === (maskHead?.etag ?? null)) {
+  // Crops cut another way (an older release, another CROP_SIZE) are redone, or training would mix them.
+  const sameCrops = previous !== undefined && previous.cropSize === cropSize && sameCropOptions(previous.cropOptions, CROP_OPTIONS);
+  if (previous && sameCrops && previous.imageEtag === imageHead.etag && previous.maskEtag === (maskHead?.etag ?? null)) {
     if (!(await work.exists(errorKey))) return { key, status: 'unchanged', cells: out.cells, cellCount: previous.cells.length };
   }
   // The pair as read; compared again before writing so an older invocation never overwrites a newer result.
@@ -86,6 +88,7 @@ async function segmentAttempt(key: string): Promise<SegmentOutcome> {
       width: result.width,
       height: result.height,
       cropSize,
+      cropOptions: CROP_OPTIONS,
       cells: result.cells.map((c) => ({ ...c, crop: out.crop(c.id), cropEtag: cropEtag.get(c.id) ?? '' })),
       outputs: { roiMask: out.roiMask, roiImage: out.roiImage, overlay: out.overlay },
     };

@@ -11,7 +11,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { extname, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
-import { listenWithFallback } from './listen.ts';
+import { answerClientErrorsAsJson, listenWithFallback, localServerOptions, type LocalServerOptions } from './listen.ts';
 
 export type ApiHandler = (event: APIGatewayProxyEvent) => Promise<APIGatewayProxyResult>;
 
@@ -51,7 +51,7 @@ const STATIC_TYPES: Record<string, string> = {
   '.txt': 'text/plain; charset=utf-8',
 };
 
-export interface LocalApiOptions {
+export interface LocalApiOptions extends LocalServerOptions {
   routes: Route[];
   handlers: Record<string, ApiHandler>;
   binaryMediaTypes: string[];
@@ -68,7 +68,7 @@ export async function startLocalApi(opts: LocalApiOptions): Promise<LocalApi> {
   const address = opts.address ?? '127.0.0.1';
   const stage = opts.stage ?? 'prod';
   const staticRoot = opts.staticDir === undefined ? undefined : resolve(typeof opts.staticDir === 'string' ? opts.staticDir : fileURLToPath(opts.staticDir));
-  const server = createServer((req, res) => {
+  const server = createServer(localServerOptions(opts), (req, res) => {
     void (async () => {
       try {
         const url = new URL(req.url ?? '/', `http://${address}`);
@@ -113,6 +113,7 @@ export async function startLocalApi(opts: LocalApiOptions): Promise<LocalApi> {
       }
     })();
   });
+  answerClientErrorsAsJson(server, opts.cors !== false ? { 'access-control-allow-origin': '*' } : {});
   const port = await listenWithFallback(server, opts.port, address);
   return {
     url: `http://${address}:${port}`,

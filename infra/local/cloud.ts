@@ -26,6 +26,8 @@ export interface LocalCloudOptions {
   sfnPort?: number;
   /** Concurrent S3-triggered invocations. @default 2 (the cores of the reference machine) */
   concurrency?: number;
+  /** Time a client has to send a whole request to the local S3, API or Step Functions API. @default 30000 */
+  requestTimeoutMs?: number;
   /** Receives each delivered S3 event's handler result. */
   onDelivered?: (fn: string, key: string, result: unknown) => void;
 }
@@ -54,7 +56,8 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
   const app = await synthesizeLocal();
   // The names the resolved local definition refers to (template.ts).
   const buckets = { ...LOCAL_BUCKET_NAMES };
-  const s3 = await startLocalS3({ directory: s3Dir, buckets: Object.values(buckets), port: opts.s3Port ?? 4569 });
+  const timeouts = opts.requestTimeoutMs !== undefined ? { requestTimeoutMs: opts.requestTimeoutMs } : {};
+  const s3 = await startLocalS3({ directory: s3Dir, buckets: Object.values(buckets), port: opts.s3Port ?? 4569, ...timeouts });
 
   // The handlers read their configuration at module load, as on Lambda: set it before importing them.
   useLocalS3Environment(s3.endpoint);
@@ -84,6 +87,7 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
     handlers: handlers as Record<string, ApiHandler>,
     binaryMediaTypes: app.api.binaryMediaTypes,
     port: opts.apiPort ?? 8787,
+    ...timeouts,
     // The web page, served beside the API as a static host would on AWS.
     staticDir: new URL('../../functions/web/', import.meta.url),
   });
@@ -95,6 +99,7 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
     definition: app.stateMachine.definition,
     run: runTraining,
     port: opts.sfnPort ?? 8083,
+    ...timeouts,
   });
   // Clients in this process (and the env lines `serve` prints) find the workflow as they would on AWS.
   process.env.AWS_ENDPOINT_URL_SFN = sfn.endpoint;

@@ -1,11 +1,20 @@
 /** The local S3: s3rver on loopback, its data in a folder, with the buckets the CDK app defines. */
 import type { EventEmitter } from 'node:events';
 import { mkdir } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import S3rver from 's3rver';
+import { listenWithFallback, localServerOptions, type LocalServerOptions } from './listen.ts';
 
 /** Bucket names of the local cloud, one per bucket role of the CDK app. */
 export const LOCAL_BUCKET_NAMES = { raw: 'myeloscope-raw', work: 'myeloscope-work', models: 'myeloscope-models' } as const;
+
+/**
+ * s3rver keeps an object as files named `<last key segment>._S3rver_<resource>` (the longest resource being
+ * `metadata.json`), in folders named after the other segments; Linux file names are at most 255 bytes. A
+ * longer segment made s3rver throw ENAMETOOLONG mid-write (an unhandled stream error: the process died, or a
+ * half-written object broke every later listing), so such keys are refused before s3rver sees them.
+ */
+export const LOCAL_S3_MAX_SEGMENT_BYTES = 255 - Buffer.byteLength('._S3rver_metadata.json');
 
 /**
  * Points this process's AWS clients at the local S3, as the handlers expect their environment: the endpoint,
@@ -19,6 +28,8 @@ export function useLocalS3Environment(endpoint: string): void {
     AWS_ACCESS_KEY_ID: 'S3RVER',
     AWS_SECRET_ACCESS_KEY: 'S3RVER',
     S3_FORCE_PATH_STYLE: 'true',
+    // The handlers quarantine keys whose outputs this store could not hold (key-too-long), not crash on them.
+    S3_MAX_KEY_SEGMENT_BYTES: String(LOCAL_S3_MAX_SEGMENT_BYTES),
     // Node 20 is supported here; the SDK's 9-line notice about Node 22 would repeat on every local run.
     AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ?? 'true',
     RAW_BUCKET: LOCAL_BUCKET_NAMES.raw,
@@ -45,35 +56,79 @@ export interface LocalS3 {
   close(): Promise<void>;
 }
 
-export async function startLocalS3(opts: { directory: string; buckets: string[]; port?: number; address?: string }): Promise<LocalS3> {
+export async function startLocalS3(
+  opts: { directory: string; buckets: string[]; port?: number; address?: string } & LocalServerOptions,
+): Promise<LocalS3> {
   await mkdir(opts.directory, { recursive: true });
   const address = opts.address ?? '127.0.0.1';
-  const make = (port: number) =>
-    new S3rver({
-      address,
-      port,
-      silent: true,
-      directory: opts.directory,
-      configureBuckets: opts.buckets.map((name) => ({ name, configs: [] })),
-    });
-  // s3rver reports a busy port as an unhandled 'error' event, not a rejection: probe the port first, and
-  // fall back to any free one (the endpoint is printed, not assumed).
-  const port = opts.port && (await portIsFree(opts.port, address)) ? opts.port : 0;
-  const server = make(port);
-  const info = await server.run();
-  const endpoint = `http://${address}:${info.port}`;
+  const s3rver = new S3rver({
+    silent: true,
+    directory: opts.directory,
+    configureBuckets: opts.buckets.map((name) => ({ name, configs: [] })),
+  });
+  await s3rver.configureBuckets();
+  // Our own server in front of s3rver's request handler: it filters keys s3rver cannot store, applies the
+  // local servers' timeouts, and reports a busy port as a rejection (s3rver's run() emits an unhandled 'error').
+  const app = s3rver.callback();
+  const server = createServer(localServerOptions(opts), (req, res) => {
+    if (!refuseUnstorableKey(req, res)) app(req, res);
+  });
+  const port = await listenWithFallback(server, opts.port, address);
   return {
-    endpoint,
-    port: info.port,
-    onEvent: (listener) => (server as unknown as EventEmitter).on('event', listener),
-    close: () => server.close(),
+    endpoint: `http://${address}:${port}`,
+    port,
+    onEvent: (listener) => (s3rver as unknown as EventEmitter).on('event', listener),
+    close: () => new Promise((resolve, reject) => server.close((err) => (err ? reject(err) : resolve()))),
   };
 }
 
-function portIsFree(port: number, address: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const probe = createServer();
-    probe.once('error', () => resolve(false));
-    probe.listen(port, address, () => probe.close(() => resolve(true)));
+/** S3's limit on a key, in UTF-8 bytes (s3rver does not check it; long keys also hit the file system's). */
+const S3_MAX_KEY_BYTES = 1024;
+
+/** The key of a path-style request's URL, in UTF-8 bytes, and its longest `/`-separated segment. */
+export function keySize(rawUrl: string): { bytes: number; longestSegment: number } {
+  const pathname = rawUrl.split('?')[0] ?? '';
+  let path: string;
+  try {
+    path = decodeURIComponent(pathname);
+  } catch {
+    return { bytes: 0, longestSegment: 0 }; // not a key s3rver would find either; let it answer
+  }
+  const key = path.split('/').slice(2); // '', bucket, key segments
+  return { bytes: Buffer.byteLength(key.join('/'), 'utf8'), longestSegment: Math.max(0, ...key.map((s) => Buffer.byteLength(s, 'utf8'))) };
+}
+
+/**
+ * Answers a request for a key with a segment s3rver cannot store, as S3 would answer for a key it cannot
+ * take: writes get 400 KeyTooLongError (S3's XML error shape), reads 404 (no such object can exist here),
+ * deletes 204. True when answered.
+ */
+function refuseUnstorableKey(req: IncomingMessage, res: ServerResponse): boolean {
+  const { bytes, longestSegment: longest } = keySize(req.url ?? '/');
+  if (longest <= LOCAL_S3_MAX_SEGMENT_BYTES && bytes <= S3_MAX_KEY_BYTES) return false;
+  const method = req.method ?? 'GET';
+  if (method === 'DELETE') {
+    res.writeHead(204).end();
+    return true;
+  }
+  const [code, status, message] =
+    method === 'GET' || method === 'HEAD'
+      ? ['NoSuchKey', 404, 'The specified key does not exist.']
+      : bytes > S3_MAX_KEY_BYTES
+        ? ['KeyTooLongError', 400, `Your key is too long: ${bytes} bytes; S3 allows at most ${S3_MAX_KEY_BYTES}.`]
+        : [
+          'KeyTooLongError',
+          400,
+          `The local S3 server (s3rver) cannot store a path segment over ${LOCAL_S3_MAX_SEGMENT_BYTES} bytes ` +
+            `(it keeps each object in files named after the key); this key has one of ${longest} bytes. ` +
+            'AWS S3 allows it (keys up to 1024 bytes): use a shorter file or folder name to use it locally.',
+        ];
+  const xml = `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${message}</Message></Error>`;
+  // Answered once the body is read: a client still sending it would otherwise see a reset, not the error.
+  req.resume();
+  req.once('end', () => {
+    res.writeHead(status, { 'content-type': 'application/xml', 'content-length': Buffer.byteLength(xml) });
+    res.end(method === 'HEAD' ? undefined : xml);
   });
+  return true;
 }

@@ -9,14 +9,14 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { randomUUID } from 'node:crypto';
 import type { ExecutionEvent, ExecutionOptions, ExecutionResult } from './stepfunctions.ts';
 import { LOCAL_ACCOUNT, LOCAL_REGION } from './template.ts';
-import { listenWithFallback } from './listen.ts';
+import { listenWithFallback, localServerOptions, type LocalServerOptions } from './listen.ts';
 
 export type ExecutionStatus = 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'TIMED_OUT' | 'ABORTED';
 
 /** Runs one execution; resolves when it ends (runExecution bound to the definition and handlers). */
 export type ExecutionRunner = (input: unknown, opts: ExecutionOptions) => Promise<ExecutionResult>;
 
-export interface SfnApiOptions {
+export interface SfnApiOptions extends LocalServerOptions {
   stateMachineName: string;
   /** ASL definition, returned by DescribeStateMachine. */
   definition: Record<string, unknown>;
@@ -204,7 +204,7 @@ export async function startSfnApi(opts: SfnApiOptions): Promise<LocalSfnApi> {
     },
   };
 
-  const server = createServer((req, res) => {
+  const server = createServer(localServerOptions(opts), (req, res) => {
     void (async () => {
       const send = (status: number, payload: unknown) => {
         const text = JSON.stringify(payload);

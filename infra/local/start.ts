@@ -8,6 +8,7 @@ import { readdir, readFile, mkdir, appendFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { startLocalCloud } from './cloud.ts';
+import { installCrashHandler } from './crash.ts';
 import { setLogSink } from '../../layers/aws/src/events.ts';
 import { DEFAULT_PARAMS, parseRunInput, type RunState, type Manifest } from '../../layers/core/src/workflow.ts';
 import { followRun, runOutput, startRun, stateOf } from '../../layers/aws/src/workflow-client.ts';
@@ -91,6 +92,7 @@ try {
 const chosen = limit ? imageFiles.slice(0, limit) : imageFiles;
 if (chosen.length === 0) usage(`no images in ${join(dataDir, 'images')}`);
 
+installCrashHandler('npm start (the local cloud)');
 const t0 = performance.now();
 const tty = process.stdout.isTTY === true;
 let lastStatus = 0;

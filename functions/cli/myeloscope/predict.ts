@@ -1,6 +1,6 @@
 /** predict: POST images to the inference API, one summary row per image (CSV or JSON). */
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { basename, extname, join } from 'node:path';
+import { access, constants, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { basename, dirname, extname, join, resolve } from 'node:path';
 import type { PredictOpts } from '../myeloscope.ts';
 import { CliError, EXIT, toCliError } from './errors.ts';
 import { contentType, imagesIn, kindOf, pool, progressBar } from './common.ts';
@@ -57,6 +57,8 @@ export async function predict(target: string, opts: PredictOpts): Promise<void> 
   const kind = await kindOf(target);
   const files = kind === 'dir' ? (await imagesIn(target)).map((f) => join(target, f)) : [target];
   if (files.length === 0) throw new CliError(`no images (jpg, png, tif, bmp, webp, gif) in ${target}`, EXIT.notFound);
+  // Checked before any image is sent: a typo in --out must not cost a whole folder's predictions.
+  if (opts.out) await checkOutFolder(opts.out);
   const format = opts.format ?? (opts.out && extname(opts.out).toLowerCase() === '.json' ? 'json' : 'csv');
   if (opts.overlays) await mkdir(opts.overlays, { recursive: true });
 
@@ -124,6 +126,19 @@ async function predictOne(api: string, file: string, send: Send): Promise<{ row:
     },
     ...(body.overlayPng ? { overlay: Buffer.from(body.overlayPng, 'base64') } : {}),
   };
+}
+
+/** The folder --out goes in must exist and be writable (it is not created: a wrong path is more likely a typo). */
+async function checkOutFolder(out: string): Promise<void> {
+  const dir = dirname(resolve(out));
+  const info = await stat(dir).catch(() => undefined);
+  if (!info?.isDirectory()) throw new CliError(`--out ${out}: the folder ${dir} does not exist`, EXIT.notFound);
+  try {
+    await access(dir, constants.W_OK);
+  } catch {
+    throw new CliError(`--out ${out}: the folder ${dir} is not writable`, EXIT.notFound);
+  }
+  if ((await stat(out).catch(() => undefined))?.isDirectory()) throw new CliError(`--out ${out} is a folder: name a file`, EXIT.usage);
 }
 
 function errorRow(file: string, status: number, error: string): PredictRow {

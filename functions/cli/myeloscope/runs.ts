@@ -67,7 +67,29 @@ async function followAndReport(executionArn: string, env: NodeJS.ProcessEnv, opt
     throw explain(err, env);
   }
   report(description, opts.json);
-  if (description.status !== 'SUCCEEDED') process.exitCode = EXIT.failed;
+  if (description.status === 'SUCCEEDED') return;
+  // A run that failed on its input (an unknown dataset, no usable images) is the caller's to fix, not a crash.
+  if (description.error && RUN_INPUT_ERRORS.has(description.error)) {
+    process.stderr.write(`myeloscope: the run input is invalid: ${causeMessage(description.cause)}\n`);
+    process.exitCode = EXIT.usage;
+    return;
+  }
+  process.exitCode = EXIT.failed;
+}
+
+/** The error a step raises for a run input it cannot work with (layers/core/src/errors.ts). */
+const RUN_INPUT_ERRORS: ReadonlySet<string> = new Set(['InvalidInputError']);
+
+/** A Lambda error cause is JSON with errorMessage; show just that. */
+function causeMessage(cause: string | undefined): string {
+  if (!cause) return 'no reason given';
+  try {
+    const parsed = JSON.parse(cause) as { errorMessage?: unknown };
+    if (typeof parsed.errorMessage === 'string') return parsed.errorMessage;
+  } catch {
+    // a plain-text cause
+  }
+  return cause;
 }
 
 export async function status(executionArn: string, opts: StatusOpts): Promise<void> {

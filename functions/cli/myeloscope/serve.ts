@@ -19,6 +19,8 @@ export async function serve(opts: ServeOpts): Promise<void> {
       process.stderr.write(`[${level}] ${message} ${JSON.stringify(fields)}\n`);
     }
   });
+  const { installCrashHandler } = await import('../../../infra/local/crash.ts');
+  installCrashHandler('myeloscope serve (the local cloud)');
   process.stderr.write('starting the local cloud (synthesizing the CDK app)...\n');
   const { startLocalCloud } = await import('../../../infra/local/cloud.ts');
   const cloud = await startLocalCloud({
@@ -37,6 +39,8 @@ export async function serve(opts: ServeOpts): Promise<void> {
     ['AWS_ACCESS_KEY_ID', 'S3RVER'],
     ['AWS_SECRET_ACCESS_KEY', 'S3RVER'],
     ['RAW_BUCKET', cloud.buckets.raw],
+    // The ledger (npm run ledger, without --local) reads the work bucket too.
+    ['WORK_BUCKET', cloud.buckets.work],
     ['STATE_MACHINE_ARN', cloud.sfn.stateMachineArn],
     ['MYELOSCOPE_API_URL', cloud.api.url],
   ];

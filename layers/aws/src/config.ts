@@ -36,3 +36,16 @@ export function bucketName(role: BucketRole, env: NodeJS.ProcessEnv = process.en
   if (!name) throw new InvalidInputError(`environment variable ${BUCKET_ENV[role]} is not set (the ${role} bucket name)`);
   return name;
 }
+
+/**
+ * S3_MAX_KEY_SEGMENT_BYTES: the longest `/`-separated key segment the S3 store can hold, or undefined for no
+ * limit beyond S3's 1024-byte keys (AWS, LocalStack). The local cloud sets it: its S3 keeps objects in files
+ * named after the key's segments.
+ */
+export function maxKeySegmentBytes(env: NodeJS.ProcessEnv = process.env): number | undefined {
+  const text = env.S3_MAX_KEY_SEGMENT_BYTES;
+  if (text === undefined || text.trim() === '') return undefined;
+  const value = Number(text);
+  if (!Number.isSafeInteger(value) || value < 1) throw new InvalidInputError(`environment variable S3_MAX_KEY_SEGMENT_BYTES must be a positive integer, got ${JSON.stringify(text)}`);
+  return value;
+}

@@ -22,6 +22,18 @@ export function s3Client(): S3Client {
   return shared;
 }
 
+let presigning: S3Client | undefined;
+
+/**
+ * The client for presigned URLs: checksums only where an operation requires one. By default the SDK puts the
+ * CRC32 of the (empty) body it signs into the URL (x-amz-checksum-crc32=AAAAAA==), which S3 then checks
+ * against the real upload and refuses.
+ */
+export function presignClient(): S3Client {
+  presigning ??= new S3Client({ ...clientConfig('S3'), requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED' });
+  return presigning;
+}
+
 export function isNotFound(err: unknown): boolean {
   return (
     err instanceof NoSuchKey ||

@@ -10,10 +10,21 @@ import { segmentCells, labelCells, roiImage, overlayPng, cellCrops, type CropOpt
 
 /**
  * How crops are cut, for training and inference alike: only the cell's own pixels (neighbours and background
- * zeroed). Measured on the bundled data (20 epochs, same split): held-out ROC AUC 0.879 with cell-only crops
- * against 0.809 with the raw neighbourhood.
+ * zeroed), in a square of at least 112 px of the 512 px analysed image, so that the crop keeps the cell's
+ * size (plasma cells are larger than the lymphocytes they are most confused with). Measured on the bundled
+ * data (20 epochs, seed 42, same split, held-out ROC AUC): 0.902 with this, 0.879 with squares fitted to each
+ * cell (size resized away), 0.809 with the raw neighbourhood; a floor of 96 px gave 0.904, 128 px 0.896.
  */
-export const CROP_OPTIONS: CropOptions = { mask: 'cell' };
+export const CROP_OPTIONS: CropOptions = { mask: 'cell', minSide: 112 };
+
+/** What crops were cut with before cells.json, manifests and model pointers recorded it. */
+export const LEGACY_CROP_OPTIONS: CropOptions = { mask: 'cell' };
+
+/** Same crops: the same options once defaults are filled in. */
+export function sameCropOptions(a: CropOptions | undefined, b: CropOptions | undefined): boolean {
+  const norm = (o: CropOptions = LEGACY_CROP_OPTIONS) => [o.mask ?? 'cell', o.margin ?? 0.1, o.minSide ?? 0].join('|');
+  return norm(a) === norm(b);
+}
 
 export interface CellCrop {
   id: number;
@@ -44,6 +55,8 @@ export interface CellsRecord {
   width: number;
   height: number;
   cropSize: number;
+  /** How the crops were cut (absent in records written before it was recorded: LEGACY_CROP_OPTIONS). */
+  cropOptions?: CropOptions;
   /** crop: key of the cell's crop; cropEtag: its ETag, so a manifest can name the exact bytes it used. */
   cells: (Cell & { crop: string; cropEtag: string })[];
   outputs: { roiMask: string; roiImage: string; overlay: string };

@@ -106,6 +106,12 @@ export interface CropOptions {
   mask?: 'cell' | 'none';
   /** Extra context around the bounding box, as a fraction of its longer side (default 0.1). */
   margin?: number;
+  /**
+   * Smallest square side in pixels of the analysed image (default 0: the square fits the cell). With a
+   * floor, cells smaller than it are cut at one fixed scale, so the crop keeps the cell's size, which a
+   * fitted crop resizes away (a small lymphocyte and a large plasma cell would fill the crop alike).
+   */
+  minSide?: number;
 }
 
 /**
@@ -171,7 +177,8 @@ export function resizeSquare(src: Uint8Array, side: number, size: number): Uint8
 
 /**
  * One size x size RGB crop per cell, in cell order: a square centred on the cell's bounding box,
- * side = longer bbox side plus a margin on each side, zero-padded where it leaves the image, then resized.
+ * side = longer bbox side plus a margin on each side (at least minSide), zero-padded where it leaves the image,
+ * then resized.
  */
 export function cellCrops(
   img: RgbImage,
@@ -184,11 +191,13 @@ export function cellCrops(
   const maskMode = opts.mask ?? 'cell';
   const marginFrac = opts.margin ?? 0.1;
   if (!(marginFrac >= 0)) throw new RangeError(`crop margin must be >= 0, got ${marginFrac}`);
+  const minSide = opts.minSide ?? 0;
+  if (!(minSide >= 0)) throw new RangeError(`crop minSide must be >= 0, got ${minSide}`);
   const { width: w, height: h } = img;
   const { labels } = seg;
   return seg.cells.map((cell) => {
     const { bbox } = cell;
-    const side = Math.max(1, Math.ceil(Math.max(bbox.width, bbox.height) * (1 + 2 * marginFrac)));
+    const side = Math.max(1, Math.ceil(minSide), Math.ceil(Math.max(bbox.width, bbox.height) * (1 + 2 * marginFrac)));
     const x0 = Math.round(bbox.x + bbox.width / 2 - side / 2);
     const y0 = Math.round(bbox.y + bbox.height / 2 - side / 2);
     const square = new Uint8Array(side * side * 3);
