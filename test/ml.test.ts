@@ -13,7 +13,8 @@ import { buildCellModel, SeededDropout } from '../layers/core/src/ml/model.ts';
 import { cropsToTensor, labelsToTensor, type CellCrop } from '../layers/core/src/ml/data.ts';
 import { deriveSeed, mulberry32, shuffle } from '../layers/core/src/ml/random.ts';
 import { splitBySource } from '../layers/core/src/ml/split.ts';
-import { classWeightsFor, dihedral, trainCellModel } from '../layers/core/src/ml/train.ts';
+import { classWeightsFor, dihedral, splitBatch, trainCellModel } from '../layers/core/src/ml/train.ts';
+import { defaultShards, ShardWorkerError, ShardWorkers } from '../layers/core/src/ml/shards.ts';
 import { predictScores } from '../layers/core/src/ml/evaluate.ts';
 import { loadModel, saveModel } from '../layers/core/src/ml/io.ts';
 
@@ -442,6 +443,60 @@ describe('training', () => {
     assert.equal(a.history.backend, 'wasm');
     assert.ok((a.history.epochs[2]?.valAcc ?? 0) >= 0.9, `val acc ${a.history.epochs[2]?.valAcc}`);
     tf.dispose([data.x, data.y, val.x, val.y]);
+  });
+
+  test('gradient shards in worker threads give the whole batch\'s gradient (same weights as one thread)', async () => {
+    const data = syntheticSet(40, 32, 4);
+    // No dropout: then the only difference between shard counts is the order of float additions.
+    const run = async (shards: number) => {
+      const model = buildCellModel({ inputSize: 32, filters: [8, 16], seed: 5, dropout: 0 });
+      const history = await trainCellModel(model, data, undefined, { epochs: 2, batchSize: 16, seed: 1, shards });
+      const weights = model.getWeights().map((w) => Array.from(w.dataSync()));
+      // The optimizer's state is not the model's: dispose it too, or it would count as a leak below.
+      model.optimizer.dispose();
+      model.dispose();
+      return { weights, history };
+    };
+    const one = await run(1);
+    const before = tf.memory().numTensors;
+    for (const shards of [2, 3]) {
+      const r = await run(shards);
+      assert.equal(r.history.shards, shards);
+      let maxDiff = 0;
+      r.weights.forEach((w, i) => w.forEach((v, j) => (maxDiff = Math.max(maxDiff, Math.abs(v - (one.weights[i]?.[j] ?? NaN))))));
+      assert.ok(maxDiff < 1e-5, `${shards} shards: weights differ from one thread by ${maxDiff}`);
+      // The batch of 16 in 3 parts (5, 5, 6) and the last batch of 8: losses agree too.
+      r.history.epochs.forEach((e, k) => assert.ok(Math.abs(e.loss - (one.history.epochs[k]?.loss ?? NaN)) < 1e-5));
+    }
+    assert.equal(tf.memory().numTensors, before, 'sharded training leaked tensors');
+    tf.dispose([data.x, data.y]);
+  });
+
+  test('splitBatch: contiguous near-equal parts, empty ones for a tiny batch', () => {
+    assert.deepEqual(splitBatch([1, 2, 3, 4, 5], [0, 1, 2, 3, 4], 2), [
+      { indices: [1, 2], transforms: [0, 1] },
+      { indices: [3, 4, 5], transforms: [2, 3, 4] },
+    ]);
+    assert.deepEqual(splitBatch([7], [3], 3), [
+      { indices: [], transforms: [] },
+      { indices: [], transforms: [] },
+      { indices: [7], transforms: [3] },
+    ]);
+  });
+
+  test('defaultShards: 2 on single-core backends, 1 on native TensorFlow, env override checked', () => {
+    assert.equal(defaultShards('wasm', {}), 2);
+    assert.equal(defaultShards('cpu', {}), 2);
+    assert.equal(defaultShards('tensorflow', {}), 1);
+    assert.equal(defaultShards('wasm', { MYELOSCOPE_TRAIN_SHARDS: '1' }), 1);
+    assert.equal(defaultShards('tensorflow', { MYELOSCOPE_TRAIN_SHARDS: '4' }), 4);
+    for (const bad of ['0', '2.5', 'two', '17']) assert.throws(() => defaultShards('wasm', { MYELOSCOPE_TRAIN_SHARDS: bad }), RangeError);
+  });
+
+  test('a gradient worker that cannot start fails training with its reason', async () => {
+    const x = new Float32Array(new SharedArrayBuffer(4 * 3 * 4 * 4 * 3));
+    const init = { topology: {}, backend: 'no-such-backend', x, xShape: [3, 4, 4, 3] as [number, number, number, number], labels: new Float32Array(3), sampleWeights: new Float32Array(3), stream: 1 };
+    await assert.rejects(ShardWorkers.start([init]), (err: unknown) => err instanceof ShardWorkerError && /unknown backend 'no-such-backend'/.test(err.message));
   });
 
   test('rejects mismatched inputs', async () => {

@@ -146,13 +146,16 @@ test('per-image plasma-cell counts and their mean absolute error', () => {
 
 test('trainingSummary reads training.json as Train writes it', () => {
   const epochs = [{ epoch: 1, loss: 0.7, acc: 0.5, valLoss: 0.6, valAcc: 0.6, seconds: 1 }];
-  assert.deepEqual(trainingSummary({ backend: { name: 'wasm', detail: 'x' }, seconds: 3, trainSamples: 10, valSamples: 2, history: { epochs } }), {
+  assert.deepEqual(trainingSummary({ backend: { name: 'wasm', detail: 'x' }, seconds: 3, trainSamples: 10, valSamples: 2, history: { epochs, shards: 2 } }), {
     backend: 'wasm',
+    shards: 2,
     seconds: 3,
     trainSamples: 10,
     valSamples: 2,
     epochs,
   });
+  // Runs from before data-parallel training have no shard count: they trained on one thread.
+  assert.equal(trainingSummary({ backend: 'wasm', history: { epochs } })?.shards, 1);
   assert.equal(trainingSummary(null), null);
   assert.equal(trainingSummary({ history: {} }), null);
 });
@@ -217,7 +220,7 @@ test('the model-call overlay draws boxes in the call colour on the image', async
 async function fixtureEvaluation(): Promise<Evaluation> {
   const { samples, scores } = dataset(6, 10, (i, c) => [((c + i) % 4 === 0 ? 1 : 0) as 0 | 1, ((c + i) % 4 === 0 ? 0.6 : 0.3) + ((i * 3 + c) % 5) / 20]);
   const epochs = Array.from({ length: 4 }, (_, i) => ({ epoch: i + 1, loss: 0.7 - i * 0.1, acc: 0.6 + i * 0.05, valLoss: 0.68 - i * 0.05, valAcc: 0.6 + i * 0.03, seconds: 2 }));
-  return evaluationReport('run-test-1', samples, scores, { seed: 3, replicates: 200, training: { backend: 'cpu', seconds: 8, trainSamples: 100, valSamples: 20, epochs } });
+  return evaluationReport('run-test-1', samples, scores, { seed: 3, replicates: 200, training: { backend: 'cpu', shards: 1, seconds: 8, trainSamples: 100, valSamples: 20, epochs } });
 }
 
 test('the HTML report is self-contained, embeds the pictures and states the metrics with intervals and caveats', async () => {

@@ -44,6 +44,7 @@ export async function handler(state: RunState): Promise<RunState> {
     seed: params.seed,
     onEpoch: (e) => log('info', 'epoch', { runId: state.runId, ...e }),
   });
+  log('info', 'trained', { runId: state.runId, backend: backend.name, shards: history.shards, seconds: history.seconds });
   await saveModel(model, work, keys.modelDir);
   await work.putJson(keys.training, {
     runId: state.runId,

@@ -39,6 +39,8 @@ export interface PerImageCount {
 /** What Train recorded (runs/<runId>/training.json), as much of it as the report shows. */
 export interface TrainingSummary {
   backend: string;
+  /** Gradient shards (threads) per batch; 1 for runs from before data-parallel training. */
+  shards: number;
   seconds: number | null;
   trainSamples: number | null;
   valSamples: number | null;
@@ -203,12 +205,19 @@ export function headlineMetrics(e: Evaluation): HeadlineMetrics {
 /** training.json as Train writes it, reduced to what the report shows; tolerant of older or partial files. */
 export function trainingSummary(json: unknown): TrainingSummary | null {
   if (typeof json !== 'object' || json === null) return null;
-  const t = json as { backend?: { name?: string } | string; seconds?: number; trainSamples?: number; valSamples?: number; history?: { epochs?: EpochLog[] } };
+  const t = json as {
+    backend?: { name?: string } | string;
+    seconds?: number;
+    trainSamples?: number;
+    valSamples?: number;
+    history?: { epochs?: EpochLog[]; shards?: number };
+  };
   const epochs = t.history?.epochs;
   if (!Array.isArray(epochs)) return null;
   const backend = typeof t.backend === 'string' ? t.backend : (t.backend?.name ?? 'unknown');
   return {
     backend,
+    shards: typeof t.history?.shards === 'number' ? t.history.shards : 1,
     seconds: typeof t.seconds === 'number' ? t.seconds : null,
     trainSamples: typeof t.trainSamples === 'number' ? t.trainSamples : null,
     valSamples: typeof t.valSamples === 'number' ? t.valSamples : null,

@@ -27,11 +27,12 @@ let pending: Promise<BackendInfo> | undefined;
  * Initialises the fastest available backend, or `prefer` ('tensorflow' | 'wasm' | 'cpu') when it is
  * available. Idempotent: later calls return the first call's result whatever they pass.
  */
-export function initBackend(prefer?: string): Promise<BackendInfo> {
+export function initBackend(prefer?: string, opts: { quiet?: boolean } = {}): Promise<BackendInfo> {
   if (pending === undefined) {
     pending = chooseBackend(prefer).then(
       (info) => {
-        console.info(`[myeloscope/ml] TensorFlow.js backend: ${info.name} (${info.detail})`);
+        // Quiet in gradient workers (ml/shards.ts): the training process has already said which backend.
+        if (!opts.quiet) console.info(`[myeloscope/ml] TensorFlow.js backend: ${info.name} (${info.detail})`);
         return info;
       },
       (err: unknown) => {

@@ -40,6 +40,11 @@ export class SeededDropout extends tf.layers.Layer {
   static readonly className = 'MyeloscopeSeededDropout';
   readonly rate: number;
   readonly seed: number;
+  /**
+   * Which random stream this copy of the layer draws from: 0 for the model itself, k for the replica that
+   * computes gradient shard k in another thread (ml/shards.ts), so that shards do not share dropout masks.
+   */
+  stream = 0;
   private calls = 0;
 
   constructor(args: { rate: number; seed: number; name?: string; trainable?: boolean }) {
@@ -52,7 +57,8 @@ export class SeededDropout extends tf.layers.Layer {
     const x = Array.isArray(inputs) ? inputs[0] : inputs;
     if (x === undefined) throw new Error('SeededDropout: no input');
     if (kwargs['training'] !== true || this.rate <= 0) return x;
-    const seed = deriveSeed(this.seed, 'dropout', this.calls++);
+    // Stream 0 keeps the single-thread formula, so a one-shard run gives the same weights as before streams.
+    const seed = this.stream === 0 ? deriveSeed(this.seed, 'dropout', this.calls++) : deriveSeed(this.seed, 'dropout', this.stream, this.calls++);
     return tf.dropout(x, this.rate, undefined, seed);
   }
 

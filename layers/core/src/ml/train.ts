@@ -8,6 +8,7 @@ import { InvalidInputError } from '../errors.ts';
 import { predictScores } from './evaluate.ts';
 import { accuracy, logLoss, thresholdScores } from './metrics.ts';
 import { deriveSeed, mulberry32, randomInt, shuffle } from './random.ts';
+import { defaultShards, ShardWorkers, shardWorkersAvailable, type ShardInit } from './shards.ts';
 
 /** Loss weight per class, indexed by label. */
 export interface ClassWeights {
@@ -45,6 +46,8 @@ export interface TrainingHistory {
   seed: number;
   augment: boolean;
   backend: string;
+  /** Gradient shards per batch (threads), see TrainOptions.shards. */
+  shards: number;
   seconds: number;
 }
 
@@ -56,6 +59,12 @@ export interface TrainOptions {
   /** Random flips, 90-degree rotations and transposes (the 8 symmetries of a square), seeded. Default true:
    * a smear has no up or left, and with ~75 images the model needs every free example it can get. */
   augment?: boolean;
+  /**
+   * Parts each batch is split into, computed in parallel (the loop's thread plus shards - 1 worker threads,
+   * ml/shards.ts); the gradient is the same as one batch's, dropout masks and rounding differ, so the result
+   * depends on it. Default defaultShards(backend): 2 on wasm and cpu, 1 on native TensorFlow.
+   */
+  shards?: number;
   onEpoch?: (e: EpochLog) => void | Promise<void>;
 }
 
@@ -92,7 +101,7 @@ export function dihedral(x: tf.Tensor4D, t: number): tf.Tensor4D {
 }
 
 /** The model's trainable tf.Variables (LayerVariable.read() returns the Variable itself). */
-function trainableVariables(model: tf.LayersModel): tf.Variable[] {
+export function trainableVariables(model: tf.LayersModel): tf.Variable[] {
   return model.trainableWeights.map((w) => {
     const v = w.read();
     if (!(v instanceof tf.Variable)) throw new Error(`weight ${w.name} is not a tf.Variable`);
@@ -101,7 +110,7 @@ function trainableVariables(model: tf.LayersModel): tf.Variable[] {
 }
 
 /** Gathers a batch, grouping samples by transform so each group is one gather + at most 3 cheap ops. */
-function makeBatch(
+export function makeBatch(
   x: tf.Tensor4D,
   labels: Float32Array,
   weights: Float32Array,
@@ -122,6 +131,69 @@ function makeBatch(
     const wb = tf.tensor2d(order.map((i) => weights[i]), [order.length, 1]);
     return { xb, yb, wb };
   });
+}
+
+/**
+ * Class-weighted mean binary cross-entropy of a batch (what the optimizer minimises) and, kept out of any
+ * enclosing tidy so it can be read after the step, the number of correct calls at 0.5.
+ */
+export function batchLoss(model: tf.LayersModel, xb: tf.Tensor4D, yb: tf.Tensor2D, wb: tf.Tensor2D): { loss: tf.Scalar; hits: tf.Scalar } {
+  const out = model.apply(xb, { training: true });
+  if (!(out instanceof tf.Tensor)) throw new Error('the model must have a single output');
+  const p = tf.clipByValue(out, EPS, 1 - EPS);
+  const bce = tf.neg(tf.add(tf.mul(yb, tf.log(p)), tf.mul(tf.sub(1, yb), tf.log(tf.sub(1, p)))));
+  const hits = tf.keep(tf.sum(tf.cast(tf.equal(tf.cast(tf.greaterEqual(out, 0.5), 'float32'), yb), 'float32')) as tf.Scalar);
+  return { loss: tf.mean(tf.mul(bce, wb)), hits };
+}
+
+/** Contiguous, near-equal parts of a batch, one per gradient shard (some empty when the batch is tiny). */
+export function splitBatch(indices: readonly number[], transforms: readonly number[], shards: number): { indices: number[]; transforms: number[] }[] {
+  return Array.from({ length: shards }, (_, s) => {
+    const from = Math.floor((s * indices.length) / shards);
+    const to = Math.floor(((s + 1) * indices.length) / shards);
+    return { indices: indices.slice(from, to), transforms: transforms.slice(from, to) };
+  });
+}
+
+/** One part of a batch: the gradients of its batchLoss with respect to `vars` (in that order). */
+export interface ShardGradients {
+  /** Samples in the part; 0 gives no gradients. */
+  n: number;
+  loss: number;
+  hits: number;
+  grads: tf.Tensor[];
+}
+
+/** Gradients of batchLoss over one part of a batch; the caller disposes `grads`. */
+export async function shardGradients(
+  model: tf.LayersModel,
+  x: tf.Tensor4D,
+  labels: Float32Array,
+  weights: Float32Array,
+  vars: tf.Variable[],
+  part: { indices: readonly number[]; transforms: readonly number[] },
+): Promise<ShardGradients> {
+  if (part.indices.length === 0) return { n: 0, loss: 0, hits: 0, grads: [] };
+  const { xb, yb, wb } = makeBatch(x, labels, weights, part.indices, part.transforms);
+  let hits: tf.Scalar | undefined;
+  let value: tf.Scalar | undefined;
+  try {
+    const r = tf.variableGrads(() => {
+      const b = batchLoss(model, xb, yb, wb);
+      hits = b.hits;
+      return b.loss;
+    }, vars);
+    value = r.value;
+    const grads = vars.map((v) => {
+      const g = r.grads[v.name];
+      if (g === undefined) throw new Error(`no gradient for ${v.name}`);
+      return g;
+    });
+    const [l, h] = await Promise.all([value.data(), hits?.data()]);
+    return { n: part.indices.length, loss: l[0] ?? Number.NaN, hits: h?.[0] ?? 0, grads };
+  } finally {
+    tf.dispose([xb, yb, wb, ...(value ? [value] : []), ...(hits ? [hits] : [])]);
+  }
 }
 
 /**
@@ -161,53 +233,179 @@ export async function trainCellModel(
     seed: opts.seed,
     augment,
     backend: tf.getBackend(),
+    shards: 1,
     seconds: 0,
   };
   const all = Array.from({ length: n }, (_, i) => i);
-
-  for (let epoch = 1; epoch <= opts.epochs; epoch++) {
-    const t0 = performance.now();
-    const order = shuffle(all, deriveSeed(opts.seed, 'shuffle', epoch));
-    const augRng = mulberry32(deriveSeed(opts.seed, 'augment', epoch));
-    let lossSum = 0;
-    let correct = 0;
-    for (let start = 0; start < n; start += opts.batchSize) {
-      const idx = order.slice(start, start + opts.batchSize);
-      const transforms = idx.map(() => (augment ? randomInt(augRng, 8) : 0));
-      const { xb, yb, wb } = makeBatch(data.x, labels, sampleWeights, idx, transforms);
-      let hits: tf.Tensor | undefined;
-      let cost: tf.Scalar | null = null;
-      try {
-        cost = optimizer.minimize(
-          () => {
-            const out = model.apply(xb, { training: true });
-            if (!(out instanceof tf.Tensor)) throw new Error('the model must have a single output');
-            const p = tf.clipByValue(out, EPS, 1 - EPS);
-            const bce = tf.neg(tf.add(tf.mul(yb, tf.log(p)), tf.mul(tf.sub(1, yb), tf.log(tf.sub(1, p)))));
-            // Kept out of the gradient tidy so it can be read after the step.
-            hits = tf.keep(tf.sum(tf.cast(tf.equal(tf.cast(tf.greaterEqual(out, 0.5), 'float32'), yb), 'float32')));
-            return tf.mean(tf.mul(bce, wb));
-          },
-          true,
-          vars,
-        );
-        const [l, h] = await Promise.all([cost?.data(), hits?.data()]);
-        lossSum += (l?.[0] ?? Number.NaN) * idx.length;
-        correct += h?.[0] ?? 0;
-      } finally {
-        tf.dispose([xb, yb, wb, ...(cost ? [cost] : []), ...(hits ? [hits] : [])]);
+  const pool = await startShards(model, data.x, labels, sampleWeights, opts.shards ?? defaultShards(history.backend));
+  history.shards = pool ? pool.parts : 1;
+  try {
+    for (let epoch = 1; epoch <= opts.epochs; epoch++) {
+      const t0 = performance.now();
+      const order = shuffle(all, deriveSeed(opts.seed, 'shuffle', epoch));
+      const augRng = mulberry32(deriveSeed(opts.seed, 'augment', epoch));
+      let lossSum = 0;
+      let correct = 0;
+      for (let start = 0; start < n; start += opts.batchSize) {
+        const idx = order.slice(start, start + opts.batchSize);
+        const transforms = idx.map(() => (augment ? randomInt(augRng, 8) : 0));
+        const r = pool
+          ? await pool.step(model, vars, optimizer, data.x, labels, sampleWeights, idx, transforms)
+          : await singleStep(model, vars, optimizer, data.x, labels, sampleWeights, idx, transforms);
+        lossSum += r.loss * idx.length;
+        correct += r.hits;
       }
+      const log: EpochLog = { epoch, loss: lossSum / n, acc: correct / n, seconds: 0 };
+      if (val !== undefined && valLabels.length > 0) {
+        const scores = Array.from(await predictScores(model, val.x, Math.max(opts.batchSize, 64)));
+        log.valLoss = logLoss(valLabels, scores);
+        log.valAcc = accuracy(valLabels, thresholdScores(scores));
+      }
+      log.seconds = (performance.now() - t0) / 1000;
+      history.epochs.push(log);
+      await opts.onEpoch?.(log);
     }
-    const log: EpochLog = { epoch, loss: lossSum / n, acc: correct / n, seconds: 0 };
-    if (val !== undefined && valLabels.length > 0) {
-      const scores = Array.from(await predictScores(model, val.x, Math.max(opts.batchSize, 64)));
-      log.valLoss = logLoss(valLabels, scores);
-      log.valAcc = accuracy(valLabels, thresholdScores(scores));
-    }
-    log.seconds = (performance.now() - t0) / 1000;
-    history.epochs.push(log);
-    await opts.onEpoch?.(log);
+  } finally {
+    await pool?.close();
   }
   history.seconds = (performance.now() - started) / 1000;
   return history;
+}
+
+interface StepResult {
+  /** Mean class-weighted loss of the batch. */
+  loss: number;
+  hits: number;
+}
+
+/** One optimizer step on the whole batch in this thread. */
+async function singleStep(
+  model: tf.LayersModel,
+  vars: tf.Variable[],
+  optimizer: tf.Optimizer,
+  x: tf.Tensor4D,
+  labels: Float32Array,
+  weights: Float32Array,
+  idx: number[],
+  transforms: number[],
+): Promise<StepResult> {
+  const { xb, yb, wb } = makeBatch(x, labels, weights, idx, transforms);
+  let hits: tf.Scalar | undefined;
+  let cost: tf.Scalar | null = null;
+  try {
+    cost = optimizer.minimize(
+      () => {
+        const b = batchLoss(model, xb, yb, wb);
+        hits = b.hits;
+        return b.loss;
+      },
+      true,
+      vars,
+    );
+    const [l, h] = await Promise.all([cost?.data(), hits?.data()]);
+    return { loss: l?.[0] ?? Number.NaN, hits: h?.[0] ?? 0 };
+  } finally {
+    tf.dispose([xb, yb, wb, ...(cost ? [cost] : []), ...(hits ? [hits] : [])]);
+  }
+}
+
+/** The loop's side of data-parallel steps: its own part of each batch plus the workers' parts. */
+class ShardedSteps {
+  /** Weights the workers have not seen yet (all of them before the first step). */
+  private pendingWeights: Float32Array[] | undefined;
+
+  constructor(
+    private readonly workers: ShardWorkers,
+    readonly parts: number,
+    initialWeights: Float32Array[],
+  ) {
+    this.pendingWeights = initialWeights;
+  }
+
+  async step(
+    model: tf.LayersModel,
+    vars: tf.Variable[],
+    optimizer: tf.Optimizer,
+    x: tf.Tensor4D,
+    labels: Float32Array,
+    weights: Float32Array,
+    idx: number[],
+    transforms: number[],
+  ): Promise<StepResult> {
+    const [mine, ...theirs] = splitBatch(idx, transforms, this.parts);
+    if (mine === undefined) throw new Error('no parts');
+    const sent = this.pendingWeights;
+    // Posted first, so the workers compute while this thread does its own part.
+    const remote = this.workers.step(theirs.map((p) => ({ ...p, ...(sent ? { weights: sent } : {}) })));
+    this.pendingWeights = undefined;
+    // Handled below; this keeps a worker failure from being an unhandled rejection if our own part throws first.
+    remote.catch(() => undefined);
+    const local = await shardGradients(model, x, labels, weights, vars, mine);
+    let others: Awaited<typeof remote>;
+    try {
+      others = await remote;
+    } catch (err) {
+      tf.dispose(local.grads);
+      throw err;
+    }
+    const total = idx.length;
+    // The whole batch's gradient: each part's mean-loss gradient weighted by its share of the batch.
+    const combined: tf.NamedTensorMap = {};
+    tf.tidy(() => {
+      vars.forEach((v, i) => {
+        let g = local.n > 0 ? tf.mul(local.grads[i] as tf.Tensor, local.n / total) : tf.zerosLike(v);
+        for (const o of others) {
+          const part = o.grads[i];
+          if (o.n > 0 && part !== undefined) g = tf.add(g, tf.mul(tf.tensor(part, v.shape), o.n / total));
+        }
+        combined[v.name] = tf.keep(g);
+      });
+    });
+    tf.dispose(local.grads);
+    optimizer.applyGradients(combined);
+    tf.dispose(Object.values(combined));
+    this.pendingWeights = await readWeights(vars);
+    const loss = (local.n * local.loss + others.reduce((a, o) => a + o.n * o.loss, 0)) / total;
+    return { loss, hits: local.hits + others.reduce((a, o) => a + o.hits, 0) };
+  }
+
+  close(): Promise<void> {
+    return this.workers.close();
+  }
+}
+
+/** Copies of the variables' values (never views on the backend's memory: they are posted to workers). */
+async function readWeights(vars: tf.Variable[]): Promise<Float32Array[]> {
+  return Promise.all(vars.map(async (v) => Float32Array.from((await v.data()) as Float32Array)));
+}
+
+/** Starts shards - 1 gradient workers, or returns undefined for the single-thread loop. */
+async function startShards(
+  model: tf.LayersModel,
+  x: tf.Tensor4D,
+  labels: Float32Array,
+  sampleWeights: Float32Array,
+  shards: number,
+): Promise<ShardedSteps | undefined> {
+  if (!Number.isInteger(shards) || shards < 1) throw new InvalidInputError(`shards must be a positive integer, got ${shards}`);
+  if (shards === 1) return undefined;
+  if (!shardWorkersAvailable()) {
+    console.warn('[myeloscope/ml] gradient worker threads are not available in this build: training on one thread');
+    return undefined;
+  }
+  // One copy of the crops in shared memory for all workers (each then copies it into its own backend).
+  const shared = new Float32Array(new SharedArrayBuffer(x.size * Float32Array.BYTES_PER_ELEMENT));
+  shared.set((await x.data()) as Float32Array);
+  const topology = model.toJSON(null, false);
+  const inits: ShardInit[] = Array.from({ length: shards - 1 }, (_, k) => ({
+    topology,
+    backend: tf.getBackend(),
+    x: shared,
+    xShape: x.shape,
+    labels,
+    sampleWeights,
+    stream: k + 1,
+  }));
+  const workers = await ShardWorkers.start(inits);
+  return new ShardedSteps(workers, shards, await readWeights(trainableVariables(model)));
 }

@@ -164,7 +164,7 @@ ${auditSection(input.classes, input.audit)}
 <tr><th>held-out plasma cells (mask label)</th><td>${e.positives} of ${e.n}</td></tr>
 <tr><th>split rule</th><td>by source image: all cells of an image fall in one split (test fraction ${p.testFraction}, validation fraction ${p.valFraction}, seed ${p.seed})</td></tr>
 <tr><th>backend</th><td>${esc(input.backend ?? training?.backend ?? 'unknown')}</td></tr>
-<tr><th>training time</th><td>${training?.seconds ? `${training.seconds.toFixed(1)} s` : 'n/a'}</td></tr>
+<tr><th>training time</th><td>${training?.seconds ? `${training.seconds.toFixed(1)} s` : 'n/a'}${training && training.shards > 1 ? ` (each batch's gradient computed in ${training.shards} threads)` : ''}</td></tr>
 <tr><th>parameters</th><td><code>${esc(JSON.stringify(p))}</code></td></tr>
 </table>
 ${
