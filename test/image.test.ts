@@ -29,6 +29,7 @@ import {
   rgbFromPng,
   rgbToLab,
 } from '../layers/core/src/image/index.ts';
+import { linearToSrgb8 } from '../layers/core/src/image/preprocess.ts';
 
 const DATA = new URL('./data/segpc2021/', import.meta.url);
 const readImage = (id: string) => readFile(new URL(`images/${id}.jpg`, DATA));
@@ -532,4 +533,23 @@ test('errors: pixel limits, checked on the header before decoding', async () => 
   await rejects(decodeImage(tinyBmp), ImageLimitError, /too small/);
   const ok = await decodeImage(await sharp(jpg).resize(16, 16).png().toBuffer());
   assert.deepEqual([ok.width, ok.height], [16, 16]);
+});
+
+test('linearToSrgb8 (table and boundaries) equals round(255 x sRGB encode) exactly, edges included', () => {
+  const reference = (v: number): number => {
+    const c = v <= 0.0031308 ? 12.92 * v : 1.055 * v ** (1 / 2.4) - 0.055;
+    return Math.min(255, Math.max(0, Math.round(c * 255)));
+  };
+  const probes = [-1, -0, 0, 1e-9, 0.0031308, 0.5, 0.999999, 1, 1.5, Number.NaN];
+  // Every rounding boundary and its neighbours, plus a dense sweep.
+  for (let i = 0; i < 255; i++) {
+    const c = (i + 0.5) / 255;
+    const b = c <= 0.04045 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+    probes.push(b * (1 - 1e-12), b * (1 + 1e-12));
+  }
+  for (let k = 0; k <= 200_000; k++) probes.push(k / 200_000);
+  for (const v of probes) {
+    const want = Number.isNaN(v) ? 0 : reference(v);
+    assert.equal(linearToSrgb8(v), want, `linear ${v}`);
+  }
 });
