@@ -208,6 +208,21 @@ test('the page: drag and drop a PNG; a bad file shows the API message', async ()
   assert.equal(await page.isVisible('#results'), false);
 });
 
+test('the page: an image over the direct-upload limit goes through a presigned PUT to S3 (bucket CORS from the template)', async () => {
+  await page.goto(`${api.url}/`);
+  // Uncompressed PNG of an upscaled bundled image: about 7.7 MB, over the page's 4.5 MB direct limit.
+  const big = join(stateDir, 'big slide.png');
+  await writeFile(big, await sharp(IMAGE).resize(1600, 1600).png({ compressionLevel: 0 }).toBuffer());
+  const failed: string[] = [];
+  page.on('requestfailed', (r) => failed.push(`${r.method()} ${r.url()}: ${r.failure()?.errorText ?? ''}`));
+  await page.setInputFiles('#file', big);
+  await page.waitForSelector('#results, #status.error', { state: 'visible', timeout: 90_000 });
+  assert.equal(await page.isVisible('#results'), true, `${(await page.textContent('#status')) ?? ''} ${failed.join('; ')}`);
+  assert.ok(Number(await page.textContent('#count-nucleated')) > 0);
+  assert.match((await page.textContent('#status')) ?? '', /big slide\.png/);
+  assert.deepEqual(failed, []);
+});
+
 test('static serving: index, assets with their types, no escape from the folder', async () => {
   for (const [path, type] of [['/', /text\/html/], ['/app.js', /javascript/], ['/style.css', /text\/css/], ['/config.js', /javascript/]] as const) {
     const res = await fetch(`${api.url}${path}`);

@@ -48,6 +48,8 @@ async function analyse(file) {
       const ticket = await readJson(ticketRes);
       if (!ticketRes.ok) throw new Error(ticket.error?.message ?? `upload refused (${ticketRes.status})`);
       const put = await fetch(ticket.uploadUrl, { method: 'PUT', headers: ticket.headers, body: file });
+      // Read to the end: an unread body is cancelled, which the browser logs as a failed request.
+      await put.arrayBuffer();
       if (!put.ok) throw new Error(`the upload to storage failed (${put.status})`);
       setStatus(`Analysing ${file.name}…`);
       res = await fetch(`${apiBase}/predict?explain=all`, { method: 'POST', headers: apiHeaders({ 'content-type': 'application/json' }), body: JSON.stringify({ key: ticket.key }) });

@@ -11,7 +11,7 @@ import { EventDispatcher, type EventHandler, type Notification } from './dispatc
 import { runExecution, type ExecutionOptions, type ExecutionResult, type TaskHandler } from './stepfunctions.ts';
 import { startLocalApi, type ApiHandler, type LocalApi } from './api.ts';
 import { startSfnApi, type LocalSfnApi } from './sfn-api.ts';
-import { STACK_NAME } from '../lib/names.ts';
+import { BUCKET_ROLES, STACK_NAME } from '../lib/names.ts';
 
 export interface LocalCloudOptions {
   /** Where the local S3 keeps its data. @default ".myeloscope" in the working directory */
@@ -57,7 +57,9 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
   // The names the resolved local definition refers to (template.ts).
   const buckets = { ...LOCAL_BUCKET_NAMES };
   const timeouts = opts.requestTimeoutMs !== undefined ? { requestTimeoutMs: opts.requestTimeoutMs } : {};
-  const s3 = await startLocalS3({ directory: s3Dir, buckets: Object.values(buckets), port: opts.s3Port ?? 4569, ...timeouts });
+  // The buckets' CORS rules as the template declares them (the web page PUTs large images to presigned URLs).
+  const cors = Object.fromEntries(BUCKET_ROLES.map((role) => [buckets[role], app.buckets[role].cors]));
+  const s3 = await startLocalS3({ directory: s3Dir, buckets: Object.values(buckets), cors, port: opts.s3Port ?? 4569, ...timeouts });
 
   // The handlers read their configuration at module load, as on Lambda: set it before importing them.
   useLocalS3Environment(s3.endpoint);

@@ -4,6 +4,7 @@ import { mkdir } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import S3rver from 's3rver';
 import { listenWithFallback, localServerOptions, type LocalServerOptions } from './listen.ts';
+import type { LocalCorsRule } from './template.ts';
 
 /** Bucket names of the local cloud, one per bucket role of the CDK app. */
 export const LOCAL_BUCKET_NAMES = { raw: 'myeloscope-raw', work: 'myeloscope-work', models: 'myeloscope-models' } as const;
@@ -56,15 +57,31 @@ export interface LocalS3 {
   close(): Promise<void>;
 }
 
+/** CORS rules of the template's buckets, by local bucket name (the web page PUTs to presigned URLs). */
+export type LocalBucketCors = Record<string, LocalCorsRule[]>;
+
+/** A CloudFormation CORS rule list as the S3 XML document s3rver takes (PutBucketCors' body). */
+export function corsXml(rules: readonly LocalCorsRule[]): string {
+  const esc = (v: string | number) => String(v).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+  const many = (tag: string, values: readonly (string | number)[] | undefined) => (values ?? []).map((v) => `<${tag}>${esc(v)}</${tag}>`).join('');
+  const rule = (r: LocalCorsRule) =>
+    `<CORSRule>${many('AllowedOrigin', r.AllowedOrigins)}${many('AllowedMethod', r.AllowedMethods)}${many('AllowedHeader', r.AllowedHeaders)}` +
+    `${many('ExposeHeader', r.ExposedHeaders)}${r.MaxAge !== undefined ? `<MaxAgeSeconds>${esc(r.MaxAge)}</MaxAgeSeconds>` : ''}</CORSRule>`;
+  return `<CORSConfiguration>${rules.map(rule).join('')}</CORSConfiguration>`;
+}
+
 export async function startLocalS3(
-  opts: { directory: string; buckets: string[]; port?: number; address?: string } & LocalServerOptions,
+  opts: { directory: string; buckets: string[]; cors?: LocalBucketCors; port?: number; address?: string } & LocalServerOptions,
 ): Promise<LocalS3> {
   await mkdir(opts.directory, { recursive: true });
   const address = opts.address ?? '127.0.0.1';
   const s3rver = new S3rver({
     silent: true,
     directory: opts.directory,
-    configureBuckets: opts.buckets.map((name) => ({ name, configs: [] })),
+    configureBuckets: opts.buckets.map((name) => {
+      const rules = opts.cors?.[name] ?? [];
+      return { name, configs: rules.length ? [corsXml(rules)] : [] };
+    }),
   });
   await s3rver.configureBuckets();
   // Our own server in front of s3rver's request handler: it filters keys s3rver cannot store, applies the

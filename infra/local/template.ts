@@ -43,9 +43,18 @@ export interface LocalRoute {
   authorizationType: string;
 }
 
+/** A bucket's CORS rule as CloudFormation writes it (AWS::S3::Bucket CorsConfiguration.CorsRules). */
+export interface LocalCorsRule {
+  AllowedMethods: string[];
+  AllowedOrigins: string[];
+  AllowedHeaders?: string[];
+  ExposedHeaders?: string[];
+  MaxAge?: number;
+}
+
 export interface LocalApp {
   template: Record<string, unknown>;
-  buckets: Record<BucketRole, { logicalId: string }>;
+  buckets: Record<BucketRole, { logicalId: string; cors: LocalCorsRule[] }>;
   /** By function folder name. */
   functions: Record<string, LocalFunction>;
   notifications: LocalNotification[];
@@ -125,13 +134,14 @@ export function readTemplate(template: Record<string, unknown>): LocalApp {
   const resources = (template.Resources ?? {}) as Record<string, Resource>;
   const ofType = (type: string) => Object.entries(resources).filter(([, r]) => r.Type === type);
 
-  const buckets = {} as Record<BucketRole, { logicalId: string }>;
+  const buckets = {} as Record<BucketRole, { logicalId: string; cors: LocalCorsRule[] }>;
   const bucketRoleById = new Map<string, BucketRole>();
   for (const [logicalId, r] of ofType('AWS::S3::Bucket')) {
     const role = tagValue(r, BUCKET_TAG);
     if (!role) continue;
     if (!isBucketRole(role)) throw new Error(`bucket ${logicalId}: unknown ${BUCKET_TAG} "${role}"`);
-    buckets[role] = { logicalId };
+    const corsRules = (r.Properties?.CorsConfiguration as { CorsRules?: LocalCorsRule[] } | undefined)?.CorsRules;
+    buckets[role] = { logicalId, cors: Array.isArray(corsRules) ? corsRules : [] };
     bucketRoleById.set(logicalId, role);
   }
   for (const role of BUCKET_ROLES) if (!buckets[role]) throw new Error(`no bucket tagged ${BUCKET_TAG}=${role}`);
