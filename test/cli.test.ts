@@ -131,6 +131,10 @@ test('train --follow of a dataset with no images exits 2 with the reason; an upl
   const train = await cli(['train', '--dataset', 'nope', '--epochs', '1', '--name', 'cli-nope', '--follow']);
   assert.equal(train.code, 2, train.stderr);
   assert.match(train.stderr, /the run input is invalid: dataset "nope" has 0 segmented image/);
+  // The same --name again: a usage error (exit 2), not a failed run.
+  const again = await cli(['train', '--dataset', 'nope', '--epochs', '1', '--name', 'cli-nope']);
+  assert.equal(again.code, 2, again.stderr);
+  assert.match(again.stderr, /ExecutionAlreadyExists|already exists/i);
 
   const folder = join(tmp, 'long-names');
   await mkdir(folder);
@@ -156,6 +160,7 @@ test('upload -> train --follow -> status -> predict a folder as CSV', async () =
   const up = await cli(['upload', folder, '--dataset', 'cli', '--label', 'myeloma']);
   assert.equal(up.code, 0, up.stderr);
   assert.match(up.stdout, /uploaded 6 images and 6 masks to s3:\/\/myeloscope-raw\/raw\/cli\/myeloma\//);
+  assert.match(up.stderr, /skipped 1 file\(s\) in .*slides without an image extension: notes\.txt/);
   await cloud.idle();
   assert.deepEqual(cloud.dispatcher.failures, []);
 

@@ -306,8 +306,10 @@ describe('template (no bundling)', () => {
     const lambdaRole = (name: string) => getAtt((resources[fnIds.get(name) as string] as Resource).Properties.Role) as string;
     for (const name of ['prepare-dataset', 'evaluate']) {
       assert.deepEqual(s3Grants(lambdaRole(name), 's3:PutObject'), ['work:runs/*'], name);
-      assert.deepEqual(s3Grants(lambdaRole(name), 's3:GetObject'), ['work:runs/*', 'work:segmented/*'], name);
     }
+    assert.deepEqual(s3Grants(lambdaRole('evaluate'), 's3:GetObject'), ['work:runs/*', 'work:segmented/*']);
+    // PrepareDataset also reads the published markers, to refuse a taken run id before training.
+    assert.deepEqual(s3Grants(lambdaRole('prepare-dataset'), 's3:GetObject'), ['models:models/*/published.json', 'work:runs/*', 'work:segmented/*']);
     assert.deepEqual(s3Grants(lambdaRole('publish'), 's3:PutObject'), ['models:models/*']);
     assert.deepEqual(s3Grants(lambdaRole('publish'), 's3:GetObject'), ['models:models/*', 'work:runs/*']);
 
@@ -479,12 +481,20 @@ describe('synthesizeLocal (the local cloud bridge)', () => {
     assert.deepEqual(order, ['PrepareDataset', 'Train', 'TrainOutputs', 'MergeTrainOutputs', 'Evaluate', 'QualityGate', 'Publish', 'RunSucceeded']);
     assert.equal(states.RunSucceeded?.Type, 'Succeed');
     assert.equal(states.RunFailed?.Type, 'Fail');
+    assert.deepEqual(states.PrepareDatasetFailed, {
+      Type: 'Fail',
+      Comment: 'PrepareDataset failed (usually on the execution input): its error and cause.',
+      ErrorPath: '$.Error',
+      CausePath: '$.Cause',
+    });
 
     for (const { state, fn } of TRAINING_STEPS) {
       const s = states[state] as Record<string, unknown>;
       assert.equal(s.Type, 'Task');
       assert.equal(local.stateMachine.taskFunctions[state], fn);
-      assert.deepEqual(s.Catch, [{ ErrorEquals: ['States.ALL'], ResultPath: '$.error', Next: 'RunFailed' }]);
+      // The first step's state may not be an object (any JSON is a valid execution input): its error replaces it.
+      const caught = state === 'PrepareDataset' ? { Next: 'PrepareDatasetFailed' } : { ResultPath: '$.error', Next: 'RunFailed' };
+      assert.deepEqual(s.Catch, [{ ErrorEquals: ['States.ALL'], ...caught }]);
       const retry = s.Retry as { ErrorEquals: string[]; BackoffRate?: number }[];
       if (state === 'Train') continue;
       assert.equal(s.Resource, localFunctionArn(fn), `${state} invokes ${fn} directly (payloadResponseOnly)`);

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import {
   DescribeExecutionCommand,
   DescribeStateMachineCommand,
@@ -143,6 +143,34 @@ test('bad input: the client refuses it before starting; started anyway, the run 
   const types = history.events?.map((e) => e.type);
   assert.deepEqual(types, ['ExecutionStarted', 'TaskStateEntered', 'LambdaFunctionScheduled', 'LambdaFunctionStarted', 'LambdaFunctionFailed', 'TaskStateExited', 'FailStateEntered', 'ExecutionFailed']);
   assert.match(history.events?.at(-1)?.executionFailedEventDetails?.cause ?? '', /epochs/);
+
+  // Any JSON is a valid execution input on AWS: one that is not an object fails with PrepareDataset's reason.
+  for (const [i, input] of ['[1,2]', '5', '"text"'].entries()) {
+    const started = await sfn.send(new StartExecutionCommand({ stateMachineArn: cloud.sfn.stateMachineArn, name: `sfn-not-object-${i}`, input }));
+    const f = await followRun(started.executionArn as string, { pollMs: 100 });
+    assert.equal(f.status, 'FAILED', input);
+    assert.equal(f.error, 'InvalidInputError', input);
+    assert.match(f.cause ?? '', /execution input must be a JSON object/, input);
+  }
+});
+
+test('a run id that is already published is refused before training, and its files are left alone', async () => {
+  const input = { dataset: 'sfn', epochs: 1, runId: 'sfn-run-taken', minRocAuc: 0 };
+  const first = await followRun((await startRun(input, { name: 'sfn-taken-1' })).executionArn, { pollMs: 200 });
+  assert.equal(first.status, 'SUCCEEDED', `${first.error}: ${first.cause}`);
+  const s3 = new S3Client({ endpoint: cloud.s3.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
+  const manifestEtag = async () => (await s3.send(new HeadObjectCommand({ Bucket: cloud.buckets.work, Key: 'runs/sfn-run-taken/manifest.json' }))).ETag;
+  const before = await manifestEtag();
+
+  const second = await startRun(input, { name: 'sfn-taken-2' });
+  const final = await followRun(second.executionArn, { pollMs: 100 });
+  assert.equal(final.status, 'FAILED');
+  assert.equal(final.error, 'InvalidInputError');
+  assert.match(final.cause ?? '', /run id 'sfn-run-taken' is already published/);
+  const history = await sfn.send(new GetExecutionHistoryCommand({ executionArn: second.executionArn }));
+  const entered = history.events?.filter((e) => e.type?.endsWith('StateEntered')).map((e) => e.stateEnteredEventDetails?.name);
+  assert.deepEqual(entered, ['PrepareDataset', 'PrepareDatasetFailed'], 'nothing trained');
+  assert.equal(await manifestEtag(), before, 'the published run\'s working files are untouched');
 });
 
 test('unknown executions and malformed requests get AWS errors', async () => {

@@ -6,7 +6,7 @@
  *   carries an audit of what else coincides with the labels.
  */
 import { InvalidInputError } from '../../layers/core/src/errors.ts';
-import { runKeys, SEGMENTED_PREFIX } from '../../layers/core/src/keys.ts';
+import { modelKeys, runKeys, SEGMENTED_PREFIX } from '../../layers/core/src/keys.ts';
 import type { CellsRecord } from '../../layers/core/src/pipeline.ts';
 import { splitBySource } from '../../layers/core/src/ml/split.ts';
 import { auditImageLabels } from '../../layers/core/src/audit.ts';
@@ -23,6 +23,7 @@ import { S3Store } from '../../layers/aws/src/s3.ts';
 import { log } from '../../layers/aws/src/events.ts';
 
 const work = new S3Store(bucketName('work'));
+const models = new S3Store(bucketName('models'));
 
 export interface PrepareDatasetEvent {
   input: unknown;
@@ -43,6 +44,14 @@ export async function handler(event: PrepareDatasetEvent): Promise<RunState> {
   const { runId: requested, params } = parseRunInput(event.input);
   const runId = requested ?? runIdFromExecutionName(event.executionName);
   const keys = runKeys(runId);
+  // Checked first: a taken run id would otherwise train in full, fail at Publish, and leave its files over
+  // the published run's working copy under runs/<runId>/.
+  const published = modelKeys(runId).published;
+  if (await models.exists(published)) {
+    throw new InvalidInputError(
+      `run id '${runId}' is already published (${models.uri(modelKeys(runId).dir)}); run ids are immutable: choose another runId, or leave it out to use the execution name`,
+    );
+  }
   const prefix = `${SEGMENTED_PREFIX}${params.dataset}/`;
   const records: { cellsKey: string; etag: string; record: CellsRecord }[] = [];
   for (const cellsKey of (await work.list(prefix)).filter((k) => k.endsWith('/cells.json'))) {

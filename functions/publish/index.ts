@@ -32,7 +32,7 @@ export interface LatestPointer {
 export async function handler(state: RunState): Promise<RunState> {
   const src = runKeys(state.runId);
   const dst = modelKeys(state.runId);
-  const marker = `${dst.dir}published.json`;
+  const marker = dst.published;
   const srcReport = reportKeys(src.dir);
   const dstReport = reportKeys(dst.dir);
   const manifestHead = await work.head(src.manifest);

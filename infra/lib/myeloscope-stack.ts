@@ -94,6 +94,8 @@ export class MyeloscopeStack extends Stack {
       read(work, fn, `${RUNS_PREFIX}*`);
       put(work, fn, `${RUNS_PREFIX}*`);
     }
+    // PrepareDataset refuses a run id that is already published, before anything is trained or written.
+    read(models, fns['prepare-dataset'], `${MODELS_PREFIX}*/published.json`);
 
     read(work, fns.publish, `${RUNS_PREFIX}*`);
     read(models, fns.publish, `${MODELS_PREFIX}*`);

@@ -52,6 +52,8 @@ export const QUALITY_GATE_FAILED_STATE = 'QualityGateFailed';
 
 /** Where a failed execution ends. */
 export const RUN_FAILED_STATE = 'RunFailed';
+/** Where a failure of the first step (PrepareDataset) ends: see training-workflow.ts. */
+export const RUN_INPUT_FAILED_STATE = 'PrepareDatasetFailed';
 /** Where a successful execution ends. */
 export const RUN_SUCCEEDED_STATE = 'RunSucceeded';
 

@@ -12,6 +12,7 @@ import {
   QUALITY_GATE_FAILED_STATE,
   QUALITY_GATE_STATE,
   RUN_FAILED_STATE,
+  RUN_INPUT_FAILED_STATE,
   RUN_SUCCEEDED_STATE,
   TRAIN_OUTPUTS_STATE,
   TRAINING_STEPS,
@@ -72,6 +73,16 @@ export class TrainingWorkflow extends Construct {
     });
     // Keep the state that reached the failed step next to the error, for the execution history.
     const catchAll = (task: sfn.TaskStateBase) => task.addCatch(failed, { errors: [sfn.Errors.ALL], resultPath: '$.error' });
+    // The first step's state is the execution input, which may not be an object (5, [1, 2], "x"): ResultPath
+    // $.error cannot attach to it and the step's own reason would be lost to States.ResultPathMatchFailure.
+    // Its error replaces the state instead (the input stays in the execution history): no ResultPath, whose
+    // default is $ (aws-local-stepfunctions 3.0 mishandles an explicit "$" on a Catch; the default it handles).
+    const inputFailed = new sfn.Fail(this, RUN_INPUT_FAILED_STATE, {
+      stateName: RUN_INPUT_FAILED_STATE,
+      comment: 'PrepareDataset failed (usually on the execution input): its error and cause.',
+      errorPath: '$.Error',
+      causePath: '$.Cause',
+    });
 
     const lambdaStep = (state: string, fn: LambdaStepFunction, first: boolean): tasks.LambdaInvoke => {
       const task = new tasks.LambdaInvoke(this, state, {
@@ -94,7 +105,8 @@ export class TrainingWorkflow extends Construct {
         backoffRate: 2,
         jitterStrategy: sfn.JitterType.FULL,
       });
-      catchAll(task);
+      if (first) task.addCatch(inputFailed, { errors: [sfn.Errors.ALL] });
+      else catchAll(task);
       return task;
     };
 

@@ -27,7 +27,7 @@ export async function kindOf(path: string): Promise<'file' | 'dir'> {
   }
 }
 
-/** Image files directly in a folder, in natural order; [] when the folder does not exist. */
+/** Image files directly in a folder, in natural order; [] when the folder does not exist. Says on stderr what it left out. */
 export async function imagesIn(dir: string): Promise<string[]> {
   let entries: string[];
   try {
@@ -36,7 +36,17 @@ export async function imagesIn(dir: string): Promise<string[]> {
     return [];
   }
   const files: string[] = [];
-  for (const f of entries.filter(isImage)) if ((await stat(join(dir, f))).isFile()) files.push(f);
+  const skipped: string[] = [];
+  for (const f of entries) {
+    if (!(await stat(join(dir, f))).isFile()) continue;
+    if (isImage(f)) files.push(f);
+    else if (!f.startsWith('.')) skipped.push(f); // .DS_Store and the like are no news
+  }
+  // Said, not silently dropped: a .jpeg2 or .txt left out may be a surprise.
+  if (skipped.length > 0) {
+    const shown = skipped.sort().slice(0, 5).join(', ');
+    process.stderr.write(`skipped ${skipped.length} file(s) in ${dir} without an image extension: ${shown}${skipped.length > 5 ? ', …' : ''}\n`);
+  }
   return files.sort((a, b) => a.localeCompare(b, 'en', { numeric: true }));
 }
 

@@ -32,7 +32,8 @@ export class CliError extends Error {
 }
 
 const NOT_FOUND = new Set(['ExecutionDoesNotExist', 'StateMachineDoesNotExist', 'NoSuchBucket', 'NoSuchKey', 'NotFound', 'ResourceNotFoundException', 'WorkflowConfigError', 'CredentialsProviderError']);
-const USAGE = new Set(['InvalidInputError', 'InvalidArn', 'InvalidName', 'InvalidExecutionInput', 'InvalidToken', 'ValidationException']);
+// ExecutionAlreadyExists: the --name is taken (a usage error: pick another name, or leave it out).
+const USAGE = new Set(['InvalidInputError', 'ExecutionAlreadyExists', 'InvalidArn', 'InvalidName', 'InvalidExecutionInput', 'InvalidToken', 'ValidationException']);
 const NETWORK = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ECONNRESET', 'ETIMEDOUT', 'EAI_AGAIN', 'UND_ERR_CONNECT_TIMEOUT']);
 
 function networkCode(err: unknown): string | undefined {

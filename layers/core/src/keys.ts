@@ -132,5 +132,7 @@ export function modelKeys(runId: string) {
     modelJson: `${dir}model.json`,
     evaluation: `${dir}evaluation.json`,
     report: `${dir}report.json`,
+    /** Written last by Publish: its presence means the run id is taken, for good. */
+    published: `${dir}published.json`,
   };
 }
