@@ -171,6 +171,8 @@ test('upload -> train --follow -> status -> predict a folder as CSV', async () =
   assert.match(train.stderr, /-> PrepareDataset[\s\S]*<- Train \([\d.]+ s\)[\s\S]*ExecutionSucceeded/);
   assert.match(train.stdout, /status: +SUCCEEDED/);
   assert.match(train.stdout, /run id: +cli-run-1/);
+  // Six images leave two held out: the summary says what that means for the numbers.
+  assert.match(train.stdout, /warning: +only 2 held-out image\(s\): the 95 % intervals/);
 
   const status = await cli(['status', arn, '--json']);
   assert.equal(status.code, 0, status.stderr);

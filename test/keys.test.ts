@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { parseRawKey, processedKeyFor, parseProcessedKey, segmentedKeys, runKeys } from '../layers/core/src/keys.ts';
 import { decodeEventKey, encodeEventKey } from '../layers/aws/src/s3.ts';
 import { clientConfig } from '../layers/aws/src/config.ts';
-import { parseRunInput, runIdFromExecutionName, DEFAULT_PARAMS } from '../layers/core/src/workflow.ts';
+import { parseRunInput, runIdFromExecutionName, splitWarnings, DEFAULT_PARAMS } from '../layers/core/src/workflow.ts';
 import { InvalidInputError } from '../layers/core/src/errors.ts';
 
 test('raw keys: images, masks, nested names, bad shapes', () => {
@@ -66,4 +66,14 @@ test('workflow input: defaults, overrides and clear errors', () => {
   assert.throws(() => parseRunInput([1]), /JSON object/);
   assert.equal(runIdFromExecutionName('run 2026:12:03'), 'run-2026-12-03');
   assert.throws(() => runKeys('a/b'), InvalidInputError);
+});
+
+test('splitWarnings: no validation images, or too few held-out images, are said; a sound split says nothing', () => {
+  assert.deepEqual(splitWarnings({ train: 50, val: 8, test: 19 }, { valFraction: 0.1 }), []);
+  const tiny = splitWarnings({ train: 3, val: 0, test: 1 }, { valFraction: 0.1 });
+  assert.equal(tiny.length, 2);
+  assert.match(tiny[0] ?? '', /^no validation images \(valFraction 0\.1 of 4 images rounds to none\)/);
+  assert.match(tiny[1] ?? '', /^only 1 held-out image\(s\)/);
+  // valFraction 0 asks for no validation: nothing to warn about.
+  assert.deepEqual(splitWarnings({ train: 40, val: 0, test: 5 }, { valFraction: 0 }), []);
 });

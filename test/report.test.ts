@@ -232,7 +232,9 @@ test('the HTML report is self-contained, embeds the pictures and states the metr
     counts: { train: 100, val: 20, test: 60, sources: 30 },
     backend: 'cpu',
     overlays: [{ image: 'processed/t/m/0.png', png: image, cells: [{ bbox: { x: 2, y: 2, width: 10, height: 10 }, call: 1, label: 0 }] }],
+    warnings: ['only 3 held-out image(s): <wide>'],
   });
+  assert.match(report.html, /Read with care:.*<li>only 3 held-out image\(s\): &#60;wide&#62;<\/li>/s);
   const names = report.pictures.map((p) => p.name);
   assert.deepEqual(names, ['loss.png', 'accuracy.png', 'confusion-matrix.png', 'roc.png', 'counts.png', 'overlay-0.png']);
   for (const p of report.pictures) assert.deepEqual(p.png.subarray(0, 8), PNG_MAGIC, p.name);

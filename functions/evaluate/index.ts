@@ -78,6 +78,7 @@ export async function handler(state: RunState): Promise<RunState> {
     overlays: manifest.params.task === 'cells' ? await overlayInputs(manifest, test, scores, evaluation.threshold) : [],
     ...(manifest.classes ? { classes: manifest.classes } : {}),
     ...(manifest.audit ? { audit: manifest.audit } : {}),
+    ...(state.warnings ? { warnings: state.warnings } : {}),
   });
   const rk = reportKeys(keys.dir);
   for (const p of report.pictures) await work.put(rk.picture(p.name), p.png, 'image/png');

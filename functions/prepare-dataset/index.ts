@@ -13,6 +13,7 @@ import { auditImageLabels } from '../../layers/core/src/audit.ts';
 import {
   parseRunInput,
   runIdFromExecutionName,
+  splitWarnings,
   type Manifest,
   type ManifestSample,
   type RunParams,
@@ -70,9 +71,20 @@ export async function handler(event: PrepareDatasetEvent): Promise<RunState> {
   await work.putJson(keys.manifest, manifest);
   const counts = { train: split.train.length, val: split.val.length, test: split.test.length, sources: sources.length };
   const auditWarnings = audit?.filter((f) => f.separatesLabels).map((f) => f.message);
+  const imagesIn = (part: { sourceImage: string }[]) => new Set(part.map((s) => s.sourceImage)).size;
+  const warnings = splitWarnings({ train: imagesIn(split.train), val: imagesIn(split.val), test: imagesIn(split.test) }, params);
   log('info', 'manifest written', { runId, task: params.task, ...counts });
   for (const w of auditWarnings ?? []) log('warn', 'audit', { runId, warning: w });
-  return { runId, params, manifestUri: work.uri(keys.manifest), counts, classes, ...(auditWarnings ? { auditWarnings } : {}) };
+  for (const w of warnings) log('warn', 'split', { runId, warning: w });
+  return {
+    runId,
+    params,
+    manifestUri: work.uri(keys.manifest),
+    counts,
+    classes,
+    ...(auditWarnings ? { auditWarnings } : {}),
+    ...(warnings.length ? { warnings } : {}),
+  };
 }
 
 function sourceOf(r: { cellsKey: string; etag: string; record: CellsRecord }): Source {

@@ -262,6 +262,7 @@ console.log(`  ${'total'.padEnd(40)} ${((performance.now() - t0) / 1000).toFixed
 console.log(`\nRun id:        ${run.runId}`);
 console.log(`Data:          ${run.counts.sources} images with masks; cells train ${run.counts.train}, val ${run.counts.val}, test ${run.counts.test} (split by source image)`);
 console.log(`Backend:       ${run.backend}`);
+for (const w of [...(run.warnings ?? []), ...(run.auditWarnings ?? [])]) console.log(`Warning:       ${w}`);
 if (m) {
   // Each value with its bootstrap interval over held-out images (null interval: undefined in every replicate).
   const withCi = (v: number | null, ci: [number, number] | null, d = 3) =>

@@ -162,6 +162,7 @@ function report(d: RunDescription, json: boolean | undefined): void {
     if (m) lines.push(`held-out:  accuracy ${m.accuracy.toFixed(3)}, ROC AUC ${m.rocAuc === null ? 'n/a' : m.rocAuc.toFixed(3)} on ${m.testCells} cells from ${m.testImages} images`);
     if (run.publishedUri) lines.push(`model:     ${run.publishedUri}model.json`);
     if (run.reportUri) lines.push(`report:    ${run.reportUri}`);
+    for (const w of [...(run.warnings ?? []), ...(run.auditWarnings ?? [])]) lines.push(`warning:   ${w}`);
   }
   process.stdout.write(`${lines.join('\n')}\n`);
 }

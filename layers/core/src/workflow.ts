@@ -113,6 +113,8 @@ export interface RunState {
   classes?: [string, string];
   /** images task: the audit's warnings, one line each (empty when nothing coincides). */
   auditWarnings?: string[];
+  /** What makes this run's numbers weak (splitWarnings), one line each; shown with its results. */
+  warnings?: string[];
   modelUri?: string;
   trainingUri?: string;
   backend?: string;
@@ -186,4 +188,24 @@ export function runIdFromExecutionName(name: string): string {
   const safe = name.replace(/[^A-Za-z0-9._-]/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 80);
   if (!safe) throw new InvalidInputError(`cannot derive a run id from execution name ${JSON.stringify(name)}`);
   return safe;
+}
+
+/** Below this many held-out source images, the bootstrap intervals are too wide to be worth much. */
+export const MIN_TEST_IMAGES = 5;
+
+/**
+ * Warnings about a split that runs but whose numbers a user should not trust: no validation images, or too
+ * few held-out images for the bootstrap over images to mean much (the quality gate then decides on noise).
+ */
+export function splitWarnings(images: { train: number; val: number; test: number }, params: Pick<RunParams, 'valFraction'>): string[] {
+  const out: string[] = [];
+  if (images.val === 0 && params.valFraction > 0) {
+    out.push(`no validation images (valFraction ${params.valFraction} of ${images.train + images.test} images rounds to none): training ran without a validation check`);
+  }
+  if (images.test < MIN_TEST_IMAGES) {
+    out.push(
+      `only ${images.test} held-out image(s): the 95 % intervals resample images and are wide or degenerate, and the quality gate decides on little evidence; upload more images (at least ${Math.ceil(MIN_TEST_IMAGES / 0.25)} for the default testFraction)`,
+    );
+  }
+  return out;
 }

@@ -25,6 +25,8 @@ export interface ReportInput {
   classes?: [string, string];
   /** images task: the source-vs-label audit (manifest.audit). */
   audit?: AuditFinding[];
+  /** What makes the numbers weak (RunState.warnings). */
+  warnings?: string[];
 }
 
 function auditSection(classes: [string, string] | undefined, audit: AuditFinding[] | undefined): string {
@@ -109,6 +111,7 @@ td{font-variant-numeric:tabular-nums}figure{display:inline-block;margin:.5em;ver
 </style></head><body>
 <h1>Myeloscope: held-out evaluation of run <code>${esc(e.runId)}</code></h1>
 <p class="note">Research software, not a medical device; nothing here is a diagnosis.</p>
+${input.warnings?.length ? `<p class="warning note"><b>Read with care:</b></p><ul>${input.warnings.map((w) => `<li>${esc(w)}</li>`).join('')}</ul>` : ''}
 
 <h2>Headline (held-out split: ${e.n} cells from ${e.images} source images)</h2>
 <p>${pct} % intervals: percentile bootstrap resampling <b>held-out source images</b> with replacement (all cells of a
