@@ -239,6 +239,7 @@ export async function trainCellModel(
   const all = Array.from({ length: n }, (_, i) => i);
   const pool = await startShards(model, data.x, labels, sampleWeights, opts.shards ?? defaultShards(history.backend));
   history.shards = pool ? pool.parts : 1;
+  const ctx: StepContext = { model, vars, optimizer, x: data.x, labels, weights: sampleWeights };
   try {
     for (let epoch = 1; epoch <= opts.epochs; epoch++) {
       const t0 = performance.now();
@@ -249,9 +250,7 @@ export async function trainCellModel(
       for (let start = 0; start < n; start += opts.batchSize) {
         const idx = order.slice(start, start + opts.batchSize);
         const transforms = idx.map(() => (augment ? randomInt(augRng, 8) : 0));
-        const r = pool
-          ? await pool.step(model, vars, optimizer, data.x, labels, sampleWeights, idx, transforms)
-          : await singleStep(model, vars, optimizer, data.x, labels, sampleWeights, idx, transforms);
+        const r = pool ? await pool.step(ctx, idx, transforms) : await singleStep(ctx, idx, transforms);
         lossSum += r.loss * idx.length;
         correct += r.hits;
       }
@@ -272,6 +271,17 @@ export async function trainCellModel(
   return history;
 }
 
+/** What every training step works on. */
+interface StepContext {
+  model: tf.LayersModel;
+  vars: tf.Variable[];
+  optimizer: tf.Optimizer;
+  x: tf.Tensor4D;
+  labels: Float32Array;
+  /** Per-sample loss weights (class weights). */
+  weights: Float32Array;
+}
+
 interface StepResult {
   /** Mean class-weighted loss of the batch. */
   loss: number;
@@ -279,17 +289,9 @@ interface StepResult {
 }
 
 /** One optimizer step on the whole batch in this thread. */
-async function singleStep(
-  model: tf.LayersModel,
-  vars: tf.Variable[],
-  optimizer: tf.Optimizer,
-  x: tf.Tensor4D,
-  labels: Float32Array,
-  weights: Float32Array,
-  idx: number[],
-  transforms: number[],
-): Promise<StepResult> {
-  const { xb, yb, wb } = makeBatch(x, labels, weights, idx, transforms);
+async function singleStep(c: StepContext, idx: number[], transforms: number[]): Promise<StepResult> {
+  const { model, vars, optimizer } = c;
+  const { xb, yb, wb } = makeBatch(c.x, c.labels, c.weights, idx, transforms);
   let hits: tf.Scalar | undefined;
   let cost: tf.Scalar | null = null;
   try {
@@ -322,16 +324,8 @@ class ShardedSteps {
     this.pendingWeights = initialWeights;
   }
 
-  async step(
-    model: tf.LayersModel,
-    vars: tf.Variable[],
-    optimizer: tf.Optimizer,
-    x: tf.Tensor4D,
-    labels: Float32Array,
-    weights: Float32Array,
-    idx: number[],
-    transforms: number[],
-  ): Promise<StepResult> {
+  async step(c: StepContext, idx: number[], transforms: number[]): Promise<StepResult> {
+    const { model, vars, optimizer } = c;
     const [mine, ...theirs] = splitBatch(idx, transforms, this.parts);
     if (mine === undefined) throw new Error('no parts');
     const sent = this.pendingWeights;
@@ -340,7 +334,7 @@ class ShardedSteps {
     this.pendingWeights = undefined;
     // Handled below; this keeps a worker failure from being an unhandled rejection if our own part throws first.
     remote.catch(() => undefined);
-    const local = await shardGradients(model, x, labels, weights, vars, mine);
+    const local = await shardGradients(model, c.x, c.labels, c.weights, vars, mine);
     let others: Awaited<typeof remote>;
     try {
       others = await remote;
