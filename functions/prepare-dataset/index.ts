@@ -47,10 +47,10 @@ export async function handler(event: PrepareDatasetEvent): Promise<RunState> {
   const keys = runKeys(runId);
   // Checked first: a taken run id would otherwise train in full, fail at Publish, and leave its files over
   // the published run's working copy under runs/<runId>/.
-  const published = modelKeys(runId).published;
-  if (await models.exists(published)) {
+  const publishedAt = modelKeys(runId);
+  if (await models.exists(publishedAt.published)) {
     throw new InvalidInputError(
-      `run id '${runId}' is already published (${models.uri(modelKeys(runId).dir)}); run ids are immutable: choose another runId, or leave it out to use the execution name`,
+      `run id '${runId}' is already published (${models.uri(publishedAt.dir)}); run ids are immutable: choose another runId, or leave it out to use the execution name`,
     );
   }
   const prefix = `${SEGMENTED_PREFIX}${params.dataset}/`;

@@ -13,12 +13,12 @@
 import { createHash } from 'node:crypto';
 import type { S3Event } from 'aws-lambda';
 import { ImageLimitError, InvalidInputError, isInputError, MyeloscopeError } from '../../layers/core/src/errors.ts';
-import { parseRawKey, processedKeyFor, segmentedKeys, type RawKeyParts } from '../../layers/core/src/keys.ts';
+import { keyBytes, MAX_KEY_BYTES, parseRawKey, processedKeyFor, segmentedKeys, type RawKeyParts } from '../../layers/core/src/keys.ts';
 import { DEFAULT_MAX_PIXELS, preprocessImage, preprocessMask } from '../../layers/core/src/image/index.ts';
 import { bucketName, maxKeySegmentBytes } from '../../layers/aws/src/config.ts';
 import { S3Store } from '../../layers/aws/src/s3.ts';
 import { createdObjects, log } from '../../layers/aws/src/events.ts';
-import { keyBytes, logKey, longestDerivedKeyBytes, longestDerivedSegmentBytes, MAX_KEY_BYTES, quarantineRecordKey } from './outcome-keys.ts';
+import { logKey, longestDerivedKeyBytes, longestDerivedSegmentBytes, quarantineRecordKey } from './outcome-keys.ts';
 
 /** A positive integer from the environment, or the default when unset. */
 export function envLimit(name: string, fallback: number, env: NodeJS.ProcessEnv = process.env): number {

@@ -7,19 +7,16 @@
 import { createHash } from 'node:crypto';
 import { maxKeySegmentBytes } from '../../layers/aws/src/config.ts';
 import { redactKey } from '../../layers/aws/src/events.ts';
-import { quarantineKeyFor, segmentedKeys, processedKeyFor, QUARANTINE_PREFIX, type RawKeyParts } from '../../layers/core/src/keys.ts';
-
-/** S3's limit on a key, in UTF-8 bytes. */
-export const MAX_KEY_BYTES = 1024;
-
-export function keyBytes(key: string): number {
-  return Buffer.byteLength(key, 'utf8');
-}
-
-/** The longest `/`-separated segment of a key, in UTF-8 bytes. */
-export function longestSegmentBytes(key: string): number {
-  return Math.max(0, ...key.split('/').map(keyBytes));
-}
+import {
+  keyBytes,
+  longestSegmentBytes,
+  MAX_KEY_BYTES,
+  processedKeyFor,
+  quarantineKeyFor,
+  QUARANTINE_PREFIX,
+  segmentedKeys,
+  type RawKeyParts,
+} from '../../layers/core/src/keys.ts';
 
 /** Whether this S3 store can hold the key (S3's 1024 bytes, and the local S3's segment limit when set). */
 export function storable(key: string, env: NodeJS.ProcessEnv = process.env): boolean {

@@ -5,6 +5,8 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import S3rver from 's3rver';
 import { listenWithFallback, localServerOptions, type LocalServerOptions } from './listen.ts';
 import type { LocalCorsRule } from './template.ts';
+// S3's key limit, which s3rver does not check (long keys also hit the file system's).
+import { keyBytes, longestSegmentBytes, MAX_KEY_BYTES } from '../../layers/core/src/keys.ts';
 
 /** Bucket names of the local cloud, one per bucket role of the CDK app. */
 export const LOCAL_BUCKET_NAMES = { raw: 'myeloscope-raw', work: 'myeloscope-work', models: 'myeloscope-models' } as const;
@@ -99,9 +101,6 @@ export async function startLocalS3(
   };
 }
 
-/** S3's limit on a key, in UTF-8 bytes (s3rver does not check it; long keys also hit the file system's). */
-const S3_MAX_KEY_BYTES = 1024;
-
 /** The key of a path-style request's URL, in UTF-8 bytes, and its longest `/`-separated segment. */
 export function keySize(rawUrl: string): { bytes: number; longestSegment: number } {
   const pathname = rawUrl.split('?')[0] ?? '';
@@ -111,8 +110,8 @@ export function keySize(rawUrl: string): { bytes: number; longestSegment: number
   } catch {
     return { bytes: 0, longestSegment: 0 }; // not a key s3rver would find either; let it answer
   }
-  const key = path.split('/').slice(2); // '', bucket, key segments
-  return { bytes: Buffer.byteLength(key.join('/'), 'utf8'), longestSegment: Math.max(0, ...key.map((s) => Buffer.byteLength(s, 'utf8'))) };
+  const key = path.split('/').slice(2).join('/'); // '', bucket, key segments
+  return { bytes: keyBytes(key), longestSegment: longestSegmentBytes(key) };
 }
 
 /**
@@ -122,7 +121,7 @@ export function keySize(rawUrl: string): { bytes: number; longestSegment: number
  */
 function refuseUnstorableKey(req: IncomingMessage, res: ServerResponse): boolean {
   const { bytes, longestSegment: longest } = keySize(req.url ?? '/');
-  if (longest <= LOCAL_S3_MAX_SEGMENT_BYTES && bytes <= S3_MAX_KEY_BYTES) return false;
+  if (longest <= LOCAL_S3_MAX_SEGMENT_BYTES && bytes <= MAX_KEY_BYTES) return false;
   const method = req.method ?? 'GET';
   if (method === 'DELETE') {
     res.writeHead(204).end();
@@ -131,8 +130,8 @@ function refuseUnstorableKey(req: IncomingMessage, res: ServerResponse): boolean
   const [code, status, message] =
     method === 'GET' || method === 'HEAD'
       ? ['NoSuchKey', 404, 'The specified key does not exist.']
-      : bytes > S3_MAX_KEY_BYTES
-        ? ['KeyTooLongError', 400, `Your key is too long: ${bytes} bytes; S3 allows at most ${S3_MAX_KEY_BYTES}.`]
+      : bytes > MAX_KEY_BYTES
+        ? ['KeyTooLongError', 400, `Your key is too long: ${bytes} bytes; S3 allows at most ${MAX_KEY_BYTES}.`]
         : [
           'KeyTooLongError',
           400,

@@ -10,7 +10,7 @@ import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { startLocalCloud } from './cloud.ts';
 import { installCrashHandler } from './crash.ts';
 import { setLogSink } from '../../layers/aws/src/events.ts';
-import { DEFAULT_PARAMS, parseRunInput, type RunState, type Manifest } from '../../layers/core/src/workflow.ts';
+import { DEFAULT_PARAMS, parseRunInput, runWarnings, type RunState, type Manifest } from '../../layers/core/src/workflow.ts';
 import { followRun, runOutput, startRun, stateOf } from '../../layers/aws/src/workflow-client.ts';
 
 const HELP = `Usage: npm start -- [options]
@@ -262,7 +262,7 @@ console.log(`  ${'total'.padEnd(40)} ${((performance.now() - t0) / 1000).toFixed
 console.log(`\nRun id:        ${run.runId}`);
 console.log(`Data:          ${run.counts.sources} images with masks; cells train ${run.counts.train}, val ${run.counts.val}, test ${run.counts.test} (split by source image)`);
 console.log(`Backend:       ${run.backend}`);
-for (const w of [...(run.warnings ?? []), ...(run.auditWarnings ?? [])]) console.log(`Warning:       ${w}`);
+for (const w of runWarnings(run)) console.log(`Warning:       ${w}`);
 if (m) {
   // Each value with its bootstrap interval over held-out images (null interval: undefined in every replicate).
   const withCi = (v: number | null, ci: [number, number] | null, d = 3) =>

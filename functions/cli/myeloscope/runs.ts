@@ -6,7 +6,7 @@ import type { HistoryEvent, RunDescription } from '../../../layers/aws/src/workf
 import { GetExecutionHistoryCommand } from '@aws-sdk/client-sfn';
 import { describeRun, followRun, runOutput, sfnClient, startRun, stateOf } from '../../../layers/aws/src/workflow-client.ts';
 import { clientConfig } from '../../../layers/aws/src/config.ts';
-import type { RunState } from '../../../layers/core/src/workflow.ts';
+import { runWarnings, type RunState } from '../../../layers/core/src/workflow.ts';
 import type { FollowOpts, StatusOpts, TrainOpts } from '../myeloscope.ts';
 import { EXIT, toCliError } from './errors.ts';
 
@@ -162,7 +162,7 @@ function report(d: RunDescription, json: boolean | undefined): void {
     if (m) lines.push(`held-out:  accuracy ${m.accuracy.toFixed(3)}, ROC AUC ${m.rocAuc === null ? 'n/a' : m.rocAuc.toFixed(3)} on ${m.testCells} cells from ${m.testImages} images`);
     if (run.publishedUri) lines.push(`model:     ${run.publishedUri}model.json`);
     if (run.reportUri) lines.push(`report:    ${run.reportUri}`);
-    for (const w of [...(run.warnings ?? []), ...(run.auditWarnings ?? [])]) lines.push(`warning:   ${w}`);
+    for (const w of runWarnings(run)) lines.push(`warning:   ${w}`);
   }
   process.stdout.write(`${lines.join('\n')}\n`);
 }

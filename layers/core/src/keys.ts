@@ -23,6 +23,18 @@ export const QUARANTINE_PREFIX = 'quarantine/';
 export const RUNS_PREFIX = 'runs/';
 export const MODELS_PREFIX = 'models/';
 export const LATEST_POINTER_KEY = 'models/latest.json';
+/** S3's limit on a key, in UTF-8 bytes. */
+export const MAX_KEY_BYTES = 1024;
+
+export function keyBytes(key: string): number {
+  return Buffer.byteLength(key, 'utf8');
+}
+
+/** The longest `/`-separated segment of a key, in UTF-8 bytes. */
+export function longestSegmentBytes(key: string): number {
+  return Math.max(0, ...key.split('/').map(keyBytes));
+}
+
 /** Processed objects all end in .png: the segment notification filters on it. */
 export const PROCESSED_SUFFIX = '.png';
 const MASKS_DIR = 'masks';

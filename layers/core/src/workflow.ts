@@ -190,6 +190,11 @@ export function runIdFromExecutionName(name: string): string {
   return safe;
 }
 
+/** Every warning a run carries (split, then audit), one line each, for whoever shows its results. */
+export function runWarnings(run: Pick<RunState, 'warnings' | 'auditWarnings'>): string[] {
+  return [...(run.warnings ?? []), ...(run.auditWarnings ?? [])];
+}
+
 /** Below this many held-out source images, the bootstrap intervals are too wide to be worth much. */
 export const MIN_TEST_IMAGES = 5;
 

@@ -7,7 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import { initBackend } from './backend.ts';
 import { SeededDropout } from './model.ts';
 import type { ShardInit, ShardReply, ShardRequest, ShardStep } from './shards.ts';
-import { shardGradients, trainableVariables } from './train.ts';
+import { shardGradients, trainableVariables, valueCopies } from './train.ts';
 
 interface Replica {
   model: tf.LayersModel;
@@ -66,8 +66,8 @@ async function step(r: Replica, msg: ShardStep): Promise<ShardReply> {
   }
   const g = await shardGradients(r.model, r.x, r.labels, r.sampleWeights, r.vars, msg);
   try {
-    // Copies out of the wasm heap (a view on it would clone the whole heap), then transferred, not cloned.
-    const grads = await Promise.all(g.grads.map(async (t) => Float32Array.from((await t.data()) as Float32Array)));
+    // Copied out of the backend's memory, then transferred, not cloned.
+    const grads = await valueCopies(g.grads);
     return { type: 'grads', n: g.n, loss: g.loss, hits: g.hits, grads };
   } finally {
     tf.dispose(g.grads);

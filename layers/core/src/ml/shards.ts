@@ -8,7 +8,6 @@
  * Native TensorFlow (tfjs-node, tfjs-node-gpu) already uses every core or the GPU: one shard there.
  */
 import { existsSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 
@@ -73,11 +72,6 @@ export function defaultShards(backend: string, env: NodeJS.ProcessEnv = process.
 /** Whether worker threads can be started from this installation (not from a single-file bundle). */
 export function shardWorkersAvailable(): boolean {
   return WORKER_FILE.protocol === 'file:' && existsSync(fileURLToPath(WORKER_FILE));
-}
-
-/** Cores this process may use, for the log line: more shards than cores still work, only slower. */
-export function coresAvailable(): number {
-  return availableParallelism();
 }
 
 /** The worker threads of one training run; close() ends them. */

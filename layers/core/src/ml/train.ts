@@ -288,27 +288,15 @@ interface StepResult {
   hits: number;
 }
 
-/** One optimizer step on the whole batch in this thread. */
+/** One optimizer step on the whole batch in this thread (what optimizer.minimize does, on shardGradients). */
 async function singleStep(c: StepContext, idx: number[], transforms: number[]): Promise<StepResult> {
-  const { model, vars, optimizer } = c;
-  const { xb, yb, wb } = makeBatch(c.x, c.labels, c.weights, idx, transforms);
-  let hits: tf.Scalar | undefined;
-  let cost: tf.Scalar | null = null;
+  const g = await shardGradients(c.model, c.x, c.labels, c.weights, c.vars, { indices: idx, transforms });
   try {
-    cost = optimizer.minimize(
-      () => {
-        const b = batchLoss(model, xb, yb, wb);
-        hits = b.hits;
-        return b.loss;
-      },
-      true,
-      vars,
-    );
-    const [l, h] = await Promise.all([cost?.data(), hits?.data()]);
-    return { loss: l?.[0] ?? Number.NaN, hits: h?.[0] ?? 0 };
+    c.optimizer.applyGradients(Object.fromEntries(c.vars.map((v, i) => [v.name, g.grads[i] as tf.Tensor])));
   } finally {
-    tf.dispose([xb, yb, wb, ...(cost ? [cost] : []), ...(hits ? [hits] : [])]);
+    tf.dispose(g.grads);
   }
+  return { loss: g.loss, hits: g.hits };
 }
 
 /** The loop's side of data-parallel steps: its own part of each batch plus the workers' parts. */
@@ -358,7 +346,7 @@ class ShardedSteps {
     tf.dispose(local.grads);
     optimizer.applyGradients(combined);
     tf.dispose(Object.values(combined));
-    this.pendingWeights = await readWeights(vars);
+    this.pendingWeights = await valueCopies(vars);
     const loss = (local.n * local.loss + others.reduce((a, o) => a + o.n * o.loss, 0)) / total;
     return { loss, hits: local.hits + others.reduce((a, o) => a + o.hits, 0) };
   }
@@ -368,9 +356,12 @@ class ShardedSteps {
   }
 }
 
-/** Copies of the variables' values (never views on the backend's memory: they are posted to workers). */
-async function readWeights(vars: tf.Variable[]): Promise<Float32Array[]> {
-  return Promise.all(vars.map(async (v) => Float32Array.from((await v.data()) as Float32Array)));
+/**
+ * Copies of float32 tensors' values, never views on the backend's memory: they are posted between threads,
+ * and a view on the wasm heap would clone the whole heap.
+ */
+export async function valueCopies(tensors: readonly tf.Tensor[]): Promise<Float32Array[]> {
+  return Promise.all(tensors.map(async (t) => Float32Array.from((await t.data()) as Float32Array)));
 }
 
 /** Starts shards - 1 gradient workers, or returns undefined for the single-thread loop. */
@@ -401,5 +392,5 @@ async function startShards(
     stream: k + 1,
   }));
   const workers = await ShardWorkers.start(inits);
-  return new ShardedSteps(workers, shards, await readWeights(trainableVariables(model)));
+  return new ShardedSteps(workers, shards, await valueCopies(trainableVariables(model)));
 }
